@@ -1,0 +1,254 @@
+//! Plugin runtime benchmarks: per-call latency of each slot with a fresh
+//! sandbox per call, calls per second on one core, time from a file write
+//! to the new version answering, and calls per second while versions are
+//! replaced continuously.
+//!
+//! Run with `cargo bench -p switchboard --bench plugins` (add `-- --quick`
+//! for a short smoke run). Prints its figures; nothing here is a pass/fail
+//! test.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use switchboard::plugin::types::{
+    Account, Calling, Candidate, Event, Leg, LegRole, ProviderStats, RouteRequest, Scheme,
+};
+use switchboard::plugin::{Limits, PluginHost, SlotName, VersionId};
+
+fn guest(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("SWITCHBOARD_GUESTS_DIR")).join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+fn request() -> RouteRequest {
+    let candidate = |name: &str, price: i64, asr: u32| Candidate {
+        provider: name.into(),
+        price_per_minute: price,
+        connect_fee: 0,
+        increment_secs: 1,
+        up: true,
+        stats: ProviderStats {
+            attempts: 100,
+            answered: asr / 100,
+            asr_bp: Some(asr),
+            acd_secs: Some(90),
+            pdd_ms: Some(1200),
+        },
+    };
+    RouteRequest {
+        leg: Leg {
+            scheme: Scheme::Phone,
+            address: "4915112345678".into(),
+        },
+        role: LegRole::Destination,
+        account: Account {
+            id: "ruslan@example.com".into(),
+            balance: 10_000_000,
+        },
+        requested_provider: None,
+        candidates: vec![
+            candidate("PROXICOM", 14_000, 6_000),
+            candidate("PAKLINE", 12_040, 7_000),
+            candidate("MKS", 9_000, 5_000),
+        ],
+    }
+}
+
+fn calling() -> Event {
+    Event::Calling(Calling {
+        role: LegRole::Source,
+        leg: Leg {
+            scheme: Scheme::Phone,
+            address: "442071234567".into(),
+        },
+        price_per_minute: 14_000,
+        provider: Some("PROXICOM".into()),
+    })
+}
+
+/// Percentile of sorted samples.
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Calls `call` `n` times on this thread, timing each; prints a line.
+fn latency(label: &str, n: usize, mut call: impl FnMut()) {
+    for _ in 0..n / 10 {
+        call();
+    }
+    let mut samples = Vec::with_capacity(n);
+    let started = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        call();
+        samples.push(t.elapsed());
+    }
+    let total = started.elapsed();
+    samples.sort();
+    println!(
+        "{label:<28} n={n:<7} p50={:>7.1} us  p99={:>7.1} us  p99.9={:>7.1} us  max={:>8.1} us  {:>8.0} calls/s on one thread",
+        us(pct(&samples, 0.50)),
+        us(pct(&samples, 0.99)),
+        us(pct(&samples, 0.999)),
+        us(samples[samples.len() - 1]),
+        n as f64 / total.as_secs_f64()
+    );
+}
+
+fn install(dir: &Path, bytes: &[u8]) {
+    let tmp = dir.join(".replies.wasm.tmp");
+    std::fs::write(&tmp, bytes).expect("write");
+    std::fs::rename(&tmp, dir.join("replies.wasm")).expect("rename");
+}
+
+/// Time from a file renamed into the watched directory to the first call
+/// answered by the new version.
+fn reload_latency(rounds: usize) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let host = Arc::new(PluginHost::new(Limits::default()).expect("host"));
+    let _watcher = host.watch(dir.path()).expect("watch");
+    let versions = [guest("replies_de"), guest("replies_default")];
+    let ids = [VersionId::of(&versions[0]), VersionId::of(&versions[1])];
+    let mut samples = Vec::new();
+    for round in 0..rounds {
+        let which = round % 2;
+        let written = Instant::now();
+        install(dir.path(), &versions[which]);
+        // Poll once a millisecond: a caller spinning here would take a core
+        // from the compiler on this 2-core machine (that case is measured
+        // by calls_during_reloads).
+        loop {
+            let answer = host.render(&Event::Help).expect("answer");
+            if answer.version == ids[which] {
+                break;
+            }
+            assert!(
+                written.elapsed() < Duration::from_secs(30),
+                "reload never happened"
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
+        samples.push(written.elapsed());
+        thread::sleep(Duration::from_millis(20));
+    }
+    samples.sort();
+    println!(
+        "file write -> new version answering  rounds={rounds}  p50={:.1} ms  p90={:.1} ms  max={:.1} ms",
+        ms(pct(&samples, 0.5)),
+        ms(pct(&samples, 0.9)),
+        ms(samples[samples.len() - 1])
+    );
+
+    let mut loads = Vec::new();
+    for round in 0..rounds {
+        let t = Instant::now();
+        host.load(SlotName::Replies, &versions[round % 2], "bench")
+            .expect("load");
+        loads.push(t.elapsed());
+    }
+    loads.sort();
+    println!(
+        "load() alone (compile + type-check + conformance)  p50={:.1} ms  max={:.1} ms  ({} byte component)",
+        ms(pct(&loads, 0.5)),
+        ms(loads[loads.len() - 1]),
+        versions[0].len()
+    );
+}
+
+/// Calls per second on one caller thread, first with no reloads, then while
+/// another thread replaces the version continuously.
+fn calls_during_reloads(seconds: u64) {
+    let host = Arc::new(PluginHost::new(Limits::default()).expect("host"));
+    let versions = [guest("replies_de"), guest("replies_default")];
+    let event = calling();
+    let run = |host: &PluginHost| {
+        let mut calls = 0u64;
+        let mut failed = 0u64;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(seconds) {
+            match host.render(&event) {
+                Ok(answer) if !answer.fell_back => {}
+                _ => failed += 1,
+            }
+            calls += 1;
+        }
+        (calls as f64 / started.elapsed().as_secs_f64(), failed)
+    };
+    let (quiet, quiet_failed) = run(&host);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let reloads = Arc::new(AtomicU64::new(0));
+    let reloader = {
+        let (host, stop, reloads) = (host.clone(), stop.clone(), reloads.clone());
+        thread::spawn(move || {
+            let mut round = 0;
+            while !stop.load(Ordering::Relaxed) {
+                host.load(SlotName::Replies, &versions[round % 2], "bench")
+                    .expect("reload");
+                reloads.fetch_add(1, Ordering::Relaxed);
+                round += 1;
+            }
+        })
+    };
+    let (busy, busy_failed) = run(&host);
+    stop.store(true, Ordering::Relaxed);
+    reloader.join().expect("reloader");
+    let stats = host.stats(SlotName::Replies);
+    println!(
+        "render calls/s, no reloads: {quiet:.0} (failed {quiet_failed});  during {} reloads in {seconds} s: {busy:.0} (failed or fell back {busy_failed}; slot fallbacks {}, unanswered {})",
+        reloads.load(Ordering::Relaxed),
+        stats.fallbacks,
+        stats.unanswered
+    );
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let n = if quick { 2_000 } else { 50_000 };
+    println!(
+        "switchboard plugin benchmarks ({} mode, {} cores)",
+        if quick { "quick" } else { "full" },
+        thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    let message = "CALLBACK +442071234567 +4915112345678 via MKS AVANGARD";
+    let request = request();
+    let event = calling();
+    for (mode, calls_per_instance) in [
+        ("fresh", 1),
+        ("reused", Limits::default().calls_per_instance),
+    ] {
+        let host = PluginHost::new(Limits {
+            calls_per_instance,
+            ..Limits::default()
+        })
+        .expect("host");
+        latency(&format!("parser.parse ({mode})"), n, || {
+            let answer = host.parse(message, "ruslan@example.com").expect("parse");
+            assert!(!answer.fell_back);
+        });
+        latency(&format!("router.route ({mode})"), n, || {
+            let answer = host.route(&request).expect("route");
+            assert!(!answer.fell_back);
+        });
+        latency(&format!("replies.render ({mode})"), n, || {
+            let answer = host.render(&event).expect("render");
+            assert!(!answer.fell_back);
+        });
+    }
+
+    reload_latency(if quick { 4 } else { 20 });
+    calls_during_reloads(if quick { 1 } else { 5 });
+}

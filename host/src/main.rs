@@ -1,0 +1,184 @@
+//! The `switchboard` command: the demo, and tools for plugin authors.
+
+use std::io::{self, BufRead};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use switchboard::plugin::{Call, Limits, PluginHost, SlotName};
+use tracing_subscriber::EnvFilter;
+
+/// Switchboard: callback calls and conferences driven by chat commands.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Top,
+}
+
+#[derive(Subcommand)]
+enum Top {
+    /// Chat with the bot on this console, with the built-in plugins.
+    Demo {
+        /// A plugin directory to watch (parser.wasm, router.wasm, replies.wasm).
+        #[arg(long)]
+        plugins: Option<PathBuf>,
+        /// The chat address the console user has.
+        #[arg(long, default_value = "demo@localhost")]
+        sender: String,
+    },
+    /// Tools for plugin authors.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Compile a plugin, check it against its slot's world and run the
+    /// slot's conformance set. Exit status 0 means it would be accepted.
+    Check {
+        /// parser, router or replies.
+        slot: SlotName,
+        /// The component (.wasm).
+        file: PathBuf,
+    },
+    /// Run one call on a plugin offline and print the result as JSON.
+    ///
+    /// For the parser, INPUT is the chat message. For the router it is JSON,
+    /// `{"route": REQUEST}` or `{"on-failure": {"request": REQUEST,
+    /// "failed": {"provider": "X"}, "sip_status": 486}}`. For replies it is
+    /// the event as JSON, e.g. `"Help"`. Use `-` to read INPUT from stdin.
+    Run {
+        /// parser, router or replies.
+        slot: SlotName,
+        /// The component (.wasm).
+        file: PathBuf,
+        /// The message, request or event.
+        input: String,
+        /// The sender of a parser message.
+        #[arg(long, default_value = "author@localhost")]
+        sender: String,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .with_writer(io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Top::Demo { plugins, sender } => demo(plugins, &sender),
+        Top::Plugin {
+            command: PluginCommand::Check { slot, file },
+        } => check(slot, &file),
+        Top::Plugin {
+            command:
+                PluginCommand::Run {
+                    slot,
+                    file,
+                    input,
+                    sender,
+                },
+        } => try_run(slot, &file, input, sender),
+    }
+}
+
+fn demo(plugins: Option<PathBuf>, sender: &str) -> anyhow::Result<ExitCode> {
+    let host = Arc::new(PluginHost::new(Limits::default())?);
+    let _watcher = match &plugins {
+        Some(dir) => Some(host.watch(dir)?),
+        None => None,
+    };
+    println!("Switchboard demo: you are {sender}, chatting with the bot on this console.");
+    println!(
+        "Commands are parsed and answered by the built-in plugins, but calls are not wired yet:"
+    );
+    println!(
+        "CALLBACK, LIST, ADD, DEL and HANGUP are understood and answered with \"calls are not available\"."
+    );
+    println!("Type HELP for the commands; Ctrl-D ends the demo.");
+    if let Some(dir) = &plugins {
+        println!(
+            "Watching {} for parser.wasm, router.wasm and replies.wasm.",
+            dir.display()
+        );
+    }
+    let stdin = io::stdin();
+    switchboard::chat::console::run(&host, stdin.lock(), io::stdout(), sender)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read(file: &PathBuf) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))
+}
+
+fn check(slot: SlotName, file: &PathBuf) -> anyhow::Result<ExitCode> {
+    let bytes = read(file)?;
+    let host = PluginHost::new(Limits::default())?;
+    match host.check(slot, &bytes) {
+        Ok(version) => {
+            println!(
+                "ok: {} passes as a {slot} plugin (version {version})",
+                file.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("refused: {}: {e}", file.display());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn try_run(
+    slot: SlotName,
+    file: &PathBuf,
+    input: String,
+    sender: String,
+) -> anyhow::Result<ExitCode> {
+    let bytes = read(file)?;
+    let input = if input == "-" {
+        let mut text = String::new();
+        for line in io::stdin().lock().lines() {
+            text.push_str(&line?);
+            text.push('\n');
+        }
+        text
+    } else {
+        input
+    };
+    let call = match slot {
+        SlotName::Parser => Call::Parse {
+            message: input,
+            sender,
+        },
+        SlotName::Router => serde_json::from_str::<Call>(&input)
+            .context("router input must be {\"route\": ...} or {\"on-failure\": ...} as JSON")?,
+        SlotName::Replies => Call::Render(
+            serde_json::from_str(&input).context("replies input must be an event as JSON")?,
+        ),
+    };
+    if call.slot() != slot {
+        bail!("that input is for the {} slot, not {slot}", call.slot());
+    }
+    let host = PluginHost::new(Limits::default())?;
+    let reply = host.try_plugin(&bytes, &call)?;
+    println!("{}", serde_json::to_string_pretty(&reply)?);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,423 @@
+//! The plugin runtime: three sandboxed WebAssembly slots (parser, router,
+//! replies) that operators replace while calls are up.
+//!
+//! Every call runs in a fresh instance under a CPU deadline, a memory cap and
+//! an output-size cap ([`Limits`]). A call that traps, overruns, or returns
+//! something invalid falls back to the slot's last known-good version and then
+//! to the embedded default, so a plugin can never take down a call or the
+//! process. New versions are compiled, type-checked against their world and
+//! run through the slot's conformance set before they replace the running one
+//! atomically ([`PluginHost::load`], [`PluginHost::watch`]).
+
+mod bindings;
+mod conformance;
+mod limits;
+mod sandbox;
+mod slot;
+mod validate;
+mod watch;
+mod world;
+
+pub use limits::Limits;
+pub use slot::{SlotStats, VersionId};
+pub use watch::Watcher;
+
+/// The types plugins exchange with the host, as generated from `wit/types.wit`.
+pub mod types {
+    pub use super::bindings::parser::switchboard::plugin::types::*;
+}
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use sandbox::Runtime;
+use slot::Slot;
+use types::{Attempt, Command, Event, Failover, ParseError, RouteRequest};
+use world::{Parser, Replies, Router};
+
+/// Errors of the plugin runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The wasmtime engine could not be set up with the given limits.
+    #[error("cannot set up the plugin engine: {0}")]
+    Engine(String),
+    /// A plugin file could not be read.
+    #[error("cannot read plugin file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The bytes are not a WebAssembly component that wasmtime can compile.
+    #[error("not a valid WebAssembly component: {0}")]
+    Compile(String),
+    /// The component imports something the host does not give plugins.
+    #[error(
+        "the plugin imports {0}, which plugins are not given (only switchboard:plugin/host@0.1 and the standard library's stdio stubs are)"
+    )]
+    Import(String),
+    /// The component does not implement the slot's world.
+    #[error("the plugin does not implement the {slot} world: {reason}")]
+    WrongWorld {
+        /// The slot it was loaded into.
+        slot: SlotName,
+        /// wasmtime's explanation.
+        reason: String,
+    },
+    /// The component failed the slot's conformance set.
+    #[error("the plugin fails the {slot} conformance set: {reason}")]
+    Conformance {
+        /// The slot it was loaded into.
+        slot: SlotName,
+        /// The first case that failed, and how.
+        reason: String,
+    },
+    /// Rollback was asked for but the slot has no earlier version.
+    #[error("the {0} slot has no earlier version to roll back to")]
+    NothingToRollBack(SlotName),
+    /// No version of the slot, not even the embedded default, answered.
+    #[error("no version of the {0} plugin answered")]
+    Unanswered(SlotName),
+    /// The plugin directory cannot be watched.
+    #[error("cannot watch plugin directory {path}: {reason}")]
+    Watch {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A call tried with [`PluginHost::try_plugin`] did not give a usable answer.
+    #[error("the plugin call {0}")]
+    CallFailed(String),
+    /// A slot name that is not parser, router or replies.
+    #[error("unknown plugin slot '{0}' (expected parser, router or replies)")]
+    UnknownSlot(String),
+}
+
+/// One of the three plugin slots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlotName {
+    /// Chat message to command.
+    Parser,
+    /// Provider ranking and failover.
+    Router,
+    /// Event to chat message.
+    Replies,
+}
+
+impl SlotName {
+    /// Every slot, in data-flow order.
+    pub const ALL: [SlotName; 3] = [SlotName::Parser, SlotName::Router, SlotName::Replies];
+
+    /// The slot's name as used in file names, logs and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlotName::Parser => "parser",
+            SlotName::Router => "router",
+            SlotName::Replies => "replies",
+        }
+    }
+
+    /// The file a watched plugin directory holds for this slot.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            SlotName::Parser => "parser.wasm",
+            SlotName::Router => "router.wasm",
+            SlotName::Replies => "replies.wasm",
+        }
+    }
+
+    /// The slot whose watched file is called `name`, if any.
+    pub fn from_file_name(name: &str) -> Option<SlotName> {
+        SlotName::ALL.into_iter().find(|s| s.file_name() == name)
+    }
+}
+
+impl fmt::Display for SlotName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SlotName {
+    type Err = PluginError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SlotName::ALL
+            .into_iter()
+            .find(|slot| slot.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| PluginError::UnknownSlot(s.to_string()))
+    }
+}
+
+/// A plugin's answer and which version gave it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer<T> {
+    /// What the plugin returned.
+    pub value: T,
+    /// The version that answered.
+    pub version: VersionId,
+    /// Whether the active version failed and an older one or the default answered.
+    pub fell_back: bool,
+}
+
+/// One call to a plugin, as given to [`PluginHost::try_plugin`] (and as JSON
+/// to `switchboard plugin run`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Call {
+    /// `parse(message, sender)` of the parser slot.
+    Parse {
+        /// The chat message.
+        message: String,
+        /// Its sender's bare address.
+        sender: String,
+    },
+    /// `route(request)` of the router slot.
+    Route(RouteRequest),
+    /// `on-failure(request, failed, sip-status)` of the router slot.
+    OnFailure {
+        /// The request the failed attempt was routed for.
+        request: RouteRequest,
+        /// The attempt that failed.
+        failed: Attempt,
+        /// Its SIP final status.
+        sip_status: u16,
+    },
+    /// `render(event)` of the replies slot.
+    Render(Event),
+}
+
+impl Call {
+    /// The slot that answers this call.
+    pub fn slot(&self) -> SlotName {
+        match self {
+            Call::Parse { .. } => SlotName::Parser,
+            Call::Route(_) | Call::OnFailure { .. } => SlotName::Router,
+            Call::Render(_) => SlotName::Replies,
+        }
+    }
+}
+
+/// What a plugin answered to a [`Call`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reply {
+    /// The parser's result.
+    Parsed(Result<Command, ParseError>),
+    /// The router's ranking.
+    Routed(Vec<Attempt>),
+    /// The router's failover decision.
+    Failover(Failover),
+    /// The replies plugin's text.
+    Rendered(String),
+}
+
+/// The three plugin slots and the sandbox they run in. Shared by every task
+/// of the host; all methods take `&self`.
+pub struct PluginHost {
+    runtime: Runtime,
+    parser: Slot<Parser>,
+    router: Slot<Router>,
+    replies: Slot<Replies>,
+}
+
+/// The embedded default plugins, built from `guest-examples/` by `host/build.rs`.
+mod embedded {
+    pub const PARSER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/parser.wasm"));
+    pub const ROUTER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/router.wasm"));
+    pub const REPLIES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/replies.wasm"));
+}
+
+impl PluginHost {
+    /// A host running the embedded default plugins under `limits`.
+    pub fn new(limits: Limits) -> Result<PluginHost, PluginError> {
+        let runtime = Runtime::new(limits)?;
+        let parser = Slot::embedded(&runtime, embedded::PARSER)?;
+        let router = Slot::embedded(&runtime, embedded::ROUTER)?;
+        let replies = Slot::embedded(&runtime, embedded::REPLIES)?;
+        Ok(PluginHost {
+            runtime,
+            parser,
+            router,
+            replies,
+        })
+    }
+
+    /// The limits every plugin call runs under.
+    pub fn limits(&self) -> &Limits {
+        self.runtime.limits()
+    }
+
+    /// Parses a chat message with the parser slot.
+    pub fn parse(
+        &self,
+        message: &str,
+        sender: &str,
+    ) -> Result<Answer<Result<Command, ParseError>>, PluginError> {
+        let limits = self.limits();
+        self.parser.call(
+            &self.runtime,
+            |bindings, store| bindings.call_parse(store, message, sender),
+            |parsed| validate::parsed(parsed, limits),
+        )
+    }
+
+    /// Ranks the providers for one leg with the router slot.
+    pub fn route(&self, request: &RouteRequest) -> Result<Answer<Vec<Attempt>>, PluginError> {
+        let limits = self.limits();
+        self.router.call(
+            &self.runtime,
+            |bindings, store| bindings.call_route(store, request),
+            |attempts| validate::attempts(attempts, request, limits),
+        )
+    }
+
+    /// Asks the router slot whether to try the next provider after `failed`
+    /// ended with `sip_status`.
+    pub fn on_failure(
+        &self,
+        request: &RouteRequest,
+        failed: &Attempt,
+        sip_status: u16,
+    ) -> Result<Answer<Failover>, PluginError> {
+        self.router.call(
+            &self.runtime,
+            |bindings, store| bindings.call_on_failure(store, request, failed, sip_status),
+            |_| Ok(()),
+        )
+    }
+
+    /// Phrases an event with the replies slot.
+    pub fn render(&self, event: &Event) -> Result<Answer<String>, PluginError> {
+        let limits = self.limits();
+        self.replies.call(
+            &self.runtime,
+            |bindings, store| bindings.call_render(store, event),
+            |text| validate::rendered(text, limits),
+        )
+    }
+
+    /// Compiles, type-checks and conformance-tests `bytes` as a new version of
+    /// `slot`, and makes it the active version if it passes. Calls already
+    /// running finish on the version they started with. On failure the
+    /// running version stays and the error says why.
+    pub fn load(
+        &self,
+        slot: SlotName,
+        bytes: &[u8],
+        origin: &str,
+    ) -> Result<VersionId, PluginError> {
+        match slot {
+            SlotName::Parser => self.parser.load(&self.runtime, bytes, origin),
+            SlotName::Router => self.router.load(&self.runtime, bytes, origin),
+            SlotName::Replies => self.replies.load(&self.runtime, bytes, origin),
+        }
+    }
+
+    /// [`PluginHost::load`] from a file.
+    pub fn load_file(&self, slot: SlotName, path: &Path) -> Result<VersionId, PluginError> {
+        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        self.load(slot, &bytes, &path.display().to_string())
+    }
+
+    /// Loads every slot file (`parser.wasm`, `router.wasm`, `replies.wasm`)
+    /// present in `dir`; returns what happened to each file found.
+    pub fn load_dir(&self, dir: &Path) -> Vec<(SlotName, Result<VersionId, PluginError>)> {
+        SlotName::ALL
+            .into_iter()
+            .filter_map(|slot| {
+                let path = dir.join(slot.file_name());
+                path.is_file().then(|| (slot, self.load_file(slot, &path)))
+            })
+            .collect()
+    }
+
+    /// Makes the version that the active one replaced active again.
+    pub fn rollback(&self, slot: SlotName) -> Result<VersionId, PluginError> {
+        match slot {
+            SlotName::Parser => self.parser.rollback(),
+            SlotName::Router => self.router.rollback(),
+            SlotName::Replies => self.replies.rollback(),
+        }
+    }
+
+    /// Counters and versions of a slot.
+    pub fn stats(&self, slot: SlotName) -> SlotStats {
+        match slot {
+            SlotName::Parser => self.parser.stats(),
+            SlotName::Router => self.router.stats(),
+            SlotName::Replies => self.replies.stats(),
+        }
+    }
+
+    /// Runs one call on the component `bytes` alone, without loading it and
+    /// without fallback: for trying a plugin offline. The component is
+    /// compiled and type-checked but not conformance-tested; the call runs
+    /// under the usual limits and its result is checked against the contract.
+    pub fn try_plugin(&self, bytes: &[u8], call: &Call) -> Result<Reply, PluginError> {
+        let rt = &self.runtime;
+        let limits = self.limits();
+        let id = VersionId::of(bytes);
+        let failed = |f: sandbox::Failure| PluginError::CallFailed(f.to_string());
+        let invalid =
+            |why: String| PluginError::CallFailed(format!("returned an invalid result: {why}"));
+        match call {
+            Call::Parse { message, sender } => {
+                let pre = rt.prepare::<Parser>(bytes)?;
+                let parsed = rt
+                    .run::<Parser, _>(&pre, id.as_str(), None, |p, s| {
+                        p.call_parse(s, message, sender)
+                    })
+                    .map_err(failed)?;
+                validate::parsed(&parsed, limits).map_err(invalid)?;
+                Ok(Reply::Parsed(parsed))
+            }
+            Call::Route(request) => {
+                let pre = rt.prepare::<Router>(bytes)?;
+                let attempts = rt
+                    .run::<Router, _>(&pre, id.as_str(), None, |r, s| r.call_route(s, request))
+                    .map_err(failed)?;
+                validate::attempts(&attempts, request, limits).map_err(invalid)?;
+                Ok(Reply::Routed(attempts))
+            }
+            Call::OnFailure {
+                request,
+                failed: attempt,
+                sip_status,
+            } => {
+                let pre = rt.prepare::<Router>(bytes)?;
+                let decision = rt
+                    .run::<Router, _>(&pre, id.as_str(), None, |r, s| {
+                        r.call_on_failure(s, request, attempt, *sip_status)
+                    })
+                    .map_err(failed)?;
+                Ok(Reply::Failover(decision))
+            }
+            Call::Render(event) => {
+                let pre = rt.prepare::<Replies>(bytes)?;
+                let text = rt
+                    .run::<Replies, _>(&pre, id.as_str(), None, |r, s| r.call_render(s, event))
+                    .map_err(failed)?;
+                validate::rendered(&text, limits).map_err(invalid)?;
+                Ok(Reply::Rendered(text))
+            }
+        }
+    }
+
+    /// Checks `bytes` as a candidate for `slot` (compile, imports, world,
+    /// conformance) without loading it; returns the version id it would have.
+    pub fn check(&self, slot: SlotName, bytes: &[u8]) -> Result<VersionId, PluginError> {
+        match slot {
+            SlotName::Parser => Slot::<Parser>::check(&self.runtime, bytes),
+            SlotName::Router => Slot::<Router>::check(&self.runtime, bytes),
+            SlotName::Replies => Slot::<Replies>::check(&self.runtime, bytes),
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! The sandbox every plugin call runs in: one wasmtime engine with a pooling
+//! allocator, a clock thread for epoch deadlines, a fresh store per call with
+//! a memory limiter, and the one host function plugins get (`log`).
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+    Trap,
+};
+
+use super::bindings::parser::switchboard::plugin::{host, types};
+use super::world::World;
+use super::{Limits, PluginError, SlotName};
+
+/// How often the clock thread advances the engine's epoch.
+const TICK: Duration = Duration::from_millis(1);
+
+/// Imports that Rust's standard library links into every `wasm32-wasip2`
+/// component even when the plugin never uses them (panic messages, stdio,
+/// process exit). The host satisfies them with functions that trap, so a
+/// plugin that really calls one fails like any other trap. Every other
+/// import (files, clocks, randomness, sockets, ...) is refused at load.
+const STD_STUBS: &[&str] = &[
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:io/error",
+    "wasi:io/streams",
+    "wasi:io/poll",
+];
+
+/// Pool room for idle instances: three slots, up to six versions each
+/// (active, four replaced, embedded), [`IDLE_PER_VERSION`] idle instances each.
+const IDLE_BUDGET: u32 = 3 * 6 * IDLE_PER_VERSION as u32;
+
+/// Idle instances one version keeps for reuse.
+pub(crate) const IDLE_PER_VERSION: usize = 4;
+
+/// The interfaces the host itself provides, at a compatible version.
+const PROVIDED: &[&str] = &["switchboard:plugin/host", "switchboard:plugin/types"];
+
+/// The engine and linker shared by every slot, and the limits of each call.
+pub(crate) struct Runtime {
+    engine: Engine,
+    linker: Linker<Sandbox>,
+    limits: Limits,
+    clock_stop: Arc<AtomicBool>,
+}
+
+impl Runtime {
+    /// Sets up the engine for `limits` and starts its clock thread.
+    pub(crate) fn new(limits: Limits) -> Result<Runtime, PluginError> {
+        let engine_error = |e: wasmtime::Error| PluginError::Engine(format!("{e:#}"));
+        // Calls in flight, plus the idle instances each version may keep.
+        let instances = limits
+            .max_concurrent_calls
+            .max(1)
+            .saturating_add(IDLE_BUDGET);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(instances)
+            .total_core_instances(instances.saturating_mul(8))
+            .total_memories(instances.saturating_mul(2))
+            .total_tables(instances.saturating_mul(8))
+            .max_memory_size(limits.memory_bytes)
+            // Reset a freed memory by rewriting only the pages the call
+            // dirtied (PAGEMAP_SCAN, Linux 6.7+), keeping them mapped, so
+            // the next instance takes no page faults.
+            .pagemap_scan(wasmtime::Enabled::Auto)
+            .linear_memory_keep_resident(2 << 20)
+            .table_keep_resident(64 << 10);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(limits.stack_bytes)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(engine_error)?;
+
+        let mut linker = Linker::new(&engine);
+        host::add_to_linker::<Sandbox, HasSelf<Sandbox>>(&mut linker, |s| s)
+            .map_err(engine_error)?;
+        types::add_to_linker::<Sandbox, HasSelf<Sandbox>>(&mut linker, |s| s)
+            .map_err(engine_error)?;
+
+        let clock_stop = Arc::new(AtomicBool::new(false));
+        let clock_engine = engine.clone();
+        let stop = clock_stop.clone();
+        thread::Builder::new()
+            .name("plugin-clock".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    thread::sleep(TICK);
+                    clock_engine.increment_epoch();
+                }
+            })
+            .map_err(|e| PluginError::Engine(format!("cannot start the clock thread: {e}")))?;
+
+        Ok(Runtime {
+            engine,
+            linker,
+            limits,
+            clock_stop,
+        })
+    }
+
+    /// The limits of every call.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Compiles `bytes`, checks its imports and type-checks it against `W`'s world.
+    pub(crate) fn prepare<W: World>(&self, bytes: &[u8]) -> Result<W::Pre, PluginError> {
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| PluginError::Compile(format!("{e:#}")))?;
+        let mut linker = self.linker.clone();
+        check_imports(&self.engine, &component)?;
+        linker
+            .define_unknown_imports_as_traps(&component)
+            .map_err(|e| PluginError::Compile(format!("{e:#}")))?;
+        let wrong_world = |e: wasmtime::Error| PluginError::WrongWorld {
+            slot: W::SLOT,
+            reason: format!("{e:#}"),
+        };
+        let pre = linker.instantiate_pre(&component).map_err(wrong_world)?;
+        W::prepare(pre).map_err(wrong_world)
+    }
+
+    /// Runs `call` on an instance of `pre` under the limits: an idle one
+    /// from `warm` if there is one, else a fresh one. The instance goes back
+    /// to `warm` afterwards unless the call failed or the instance has
+    /// served [`Limits::calls_per_instance`] calls. With no `warm`, every
+    /// call gets a fresh instance.
+    pub(crate) fn run<W: World, R>(
+        &self,
+        pre: &W::Pre,
+        version: &str,
+        warm: Option<&WarmInstances<W>>,
+        call: impl FnOnce(&W, &mut Store<Sandbox>) -> wasmtime::Result<R>,
+    ) -> Result<R, Failure> {
+        let mut instance = match warm.and_then(WarmInstances::take) {
+            Some(instance) => instance,
+            None => self.instantiate(pre, version)?,
+        };
+        let store = &mut instance.store;
+        store.data_mut().start_call(&self.limits);
+        let ticks = self
+            .limits
+            .deadline
+            .as_millis()
+            .div_ceil(TICK.as_millis())
+            .max(1);
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        let result = call(&instance.bindings, store);
+        let sandbox = store.data();
+        if sandbox.logs_dropped > 0 {
+            tracing::warn!(
+                slot = %sandbox.slot,
+                version = %sandbox.version,
+                dropped = sandbox.logs_dropped,
+                "plugin log lines over the per-call limit were dropped"
+            );
+        }
+        let memory_denied = sandbox.memory_denied;
+        instance.calls += 1;
+        if let Some(warm) = warm
+            && result.is_ok()
+            && instance.calls < self.limits.calls_per_instance
+        {
+            warm.put(instance);
+        }
+        result.map_err(|e| Failure::classify(&e, memory_denied))
+    }
+
+    fn instantiate<W: World>(&self, pre: &W::Pre, version: &str) -> Result<Instance<W>, Failure> {
+        let sandbox = Sandbox {
+            slot: W::SLOT,
+            version: version.to_string(),
+            memory_cap: self.limits.memory_bytes,
+            memory_denied: false,
+            log_budget: 0,
+            log_line_bytes: self.limits.log_line_bytes,
+            logs_dropped: 0,
+        };
+        let mut store = Store::new(&self.engine, sandbox);
+        store.limiter(|s| s);
+        let ticks = self
+            .limits
+            .deadline
+            .as_millis()
+            .div_ceil(TICK.as_millis())
+            .max(1);
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        let bindings =
+            W::instantiate(pre, &mut store).map_err(|e| Failure::Instantiate(format!("{e:#}")))?;
+        Ok(Instance {
+            store,
+            bindings,
+            calls: 0,
+        })
+    }
+}
+
+/// A live plugin instance with its store.
+pub(crate) struct Instance<W> {
+    store: Store<Sandbox>,
+    bindings: W,
+    calls: u32,
+}
+
+/// Idle instances of one plugin version, kept for the next calls.
+pub(crate) struct WarmInstances<W> {
+    idle: Mutex<Vec<Instance<W>>>,
+    max_idle: usize,
+}
+
+impl<W> WarmInstances<W> {
+    /// Keeps at most `max_idle` idle instances.
+    pub(crate) fn new(max_idle: usize) -> WarmInstances<W> {
+        WarmInstances {
+            idle: Mutex::new(Vec::new()),
+            max_idle,
+        }
+    }
+
+    fn take(&self) -> Option<Instance<W>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    fn put(&self, instance: Instance<W>) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.max_idle {
+            idle.push(instance);
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.clock_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Refuses any import the host neither provides nor stubs.
+fn check_imports(engine: &Engine, component: &Component) -> Result<(), PluginError> {
+    for (name, _) in component.component_type().imports(engine) {
+        let (interface, version) = name.split_once('@').unwrap_or((name, ""));
+        if PROVIDED.contains(&interface) {
+            if version.starts_with("0.1.") {
+                continue;
+            }
+            return Err(PluginError::Import(format!(
+                "{name} (this host speaks {interface}@0.1)"
+            )));
+        }
+        if STD_STUBS.contains(&interface) {
+            continue;
+        }
+        return Err(PluginError::Import(name.to_string()));
+    }
+    Ok(())
+}
+
+/// The state of one plugin call: its memory limiter and log budget.
+pub(crate) struct Sandbox {
+    slot: SlotName,
+    version: String,
+    memory_cap: usize,
+    memory_denied: bool,
+    log_budget: u32,
+    log_line_bytes: usize,
+    logs_dropped: u32,
+}
+
+impl Sandbox {
+    /// Resets the per-call state before a call.
+    fn start_call(&mut self, limits: &Limits) {
+        self.memory_denied = false;
+        self.log_budget = limits.log_lines_per_call;
+        self.logs_dropped = 0;
+    }
+}
+
+impl ResourceLimiter for Sandbox {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_cap {
+            self.memory_denied = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+impl host::Host for Sandbox {
+    fn log(&mut self, level: host::Level, message: String) {
+        if self.log_budget == 0 {
+            self.logs_dropped = self.logs_dropped.saturating_add(1);
+            return;
+        }
+        self.log_budget -= 1;
+        let message = cut(&message, self.log_line_bytes);
+        let (slot, version) = (self.slot, &self.version);
+        match level {
+            host::Level::Debug => tracing::debug!(%slot, %version, "plugin: {message}"),
+            host::Level::Info => tracing::info!(%slot, %version, "plugin: {message}"),
+            host::Level::Warn => tracing::warn!(%slot, %version, "plugin: {message}"),
+            host::Level::Error => tracing::error!(%slot, %version, "plugin: {message}"),
+        }
+    }
+}
+
+impl types::Host for Sandbox {}
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn cut(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Why one call of one version did not give a usable answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// It ran past its CPU deadline.
+    Deadline,
+    /// It asked for more memory than its cap.
+    Memory,
+    /// It overflowed its stack.
+    StackOverflow,
+    /// It trapped (a panic, an abort, an out-of-bounds access, a stubbed import...).
+    Trap(String),
+    /// It could not be instantiated (e.g. too many calls at once).
+    Instantiate(String),
+    /// It returned something the contract does not allow.
+    Invalid(String),
+}
+
+impl Failure {
+    fn classify(error: &wasmtime::Error, memory_denied: bool) -> Failure {
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => Failure::Deadline,
+            Some(Trap::StackOverflow) => Failure::StackOverflow,
+            Some(_) if memory_denied => Failure::Memory,
+            Some(trap) => Failure::Trap(trap.to_string()),
+            None if memory_denied => Failure::Memory,
+            None => {
+                let cause = error.root_cause().to_string();
+                if cause.starts_with("unknown import") {
+                    Failure::Trap(format!(
+                        "{cause} (plugins get no stdio, environment or exit; a panic ends here too)"
+                    ))
+                } else {
+                    Failure::Trap(cause)
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Deadline => f.write_str("ran past its CPU deadline"),
+            Failure::Memory => f.write_str("exceeded its memory cap"),
+            Failure::StackOverflow => f.write_str("overflowed its stack"),
+            Failure::Trap(why) => write!(f, "trapped: {why}"),
+            Failure::Instantiate(why) => write!(f, "could not be instantiated: {why}"),
+            Failure::Invalid(why) => write!(f, "returned an invalid result: {why}"),
+        }
+    }
+}
