@@ -83,22 +83,26 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Calls `call` `n` times on this thread, timing each; prints a line.
-fn latency(label: &str, n: usize, mut call: impl FnMut()) {
+/// Calls `call` `n` times on this thread, timing each; prints a line. A
+/// call returns whether it fell back (or failed): such calls are counted,
+/// since their timing is not the active version's.
+fn latency<E>(label: &str, n: usize, mut call: impl FnMut() -> Result<bool, E>) {
     for _ in 0..n / 10 {
-        call();
+        let _ = call();
     }
     let mut samples = Vec::with_capacity(n);
+    let mut off_path = 0;
     let started = Instant::now();
     for _ in 0..n {
         let t = Instant::now();
-        call();
+        let fell_back = call().unwrap_or(true);
         samples.push(t.elapsed());
+        off_path += usize::from(fell_back);
     }
     let total = started.elapsed();
     samples.sort();
     println!(
-        "{label:<28} n={n:<7} p50={:>7.1} us  p99={:>7.1} us  p99.9={:>7.1} us  max={:>8.1} us  {:>8.0} calls/s on one thread",
+        "{label:<24} n={n:<6} p50={:>6.1} us  p99={:>6.1} us  p99.9={:>6.1} us  max={:>7.1} us  {:>7.0} calls/s/thread  fell back: {off_path}",
         us(pct(&samples, 0.50)),
         us(pct(&samples, 0.99)),
         us(pct(&samples, 0.999)),
@@ -154,9 +158,16 @@ fn reload_latency(rounds: usize) {
     let mut loads = Vec::new();
     for round in 0..rounds {
         let t = Instant::now();
-        host.load(SlotName::Replies, &versions[round % 2], "bench")
-            .expect("load");
-        loads.push(t.elapsed());
+        if host
+            .load(SlotName::Replies, &versions[round % 2], "bench")
+            .is_ok()
+        {
+            loads.push(t.elapsed());
+        }
+    }
+    if loads.is_empty() {
+        println!("load() alone: every load was refused");
+        return;
     }
     loads.sort();
     println!(
@@ -190,14 +201,17 @@ fn calls_during_reloads(seconds: u64) {
 
     let stop = Arc::new(AtomicBool::new(false));
     let reloads = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
     let reloader = {
-        let (host, stop, reloads) = (host.clone(), stop.clone(), reloads.clone());
+        let (host, stop) = (host.clone(), stop.clone());
+        let (reloads, refused) = (reloads.clone(), refused.clone());
         thread::spawn(move || {
             let mut round = 0;
             while !stop.load(Ordering::Relaxed) {
-                host.load(SlotName::Replies, &versions[round % 2], "bench")
-                    .expect("reload");
-                reloads.fetch_add(1, Ordering::Relaxed);
+                match host.load(SlotName::Replies, &versions[round % 2], "bench") {
+                    Ok(_) => reloads.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => refused.fetch_add(1, Ordering::Relaxed),
+                };
                 round += 1;
             }
         })
@@ -207,8 +221,9 @@ fn calls_during_reloads(seconds: u64) {
     reloader.join().expect("reloader");
     let stats = host.stats(SlotName::Replies);
     println!(
-        "render calls/s, no reloads: {quiet:.0} (failed {quiet_failed});  during {} reloads in {seconds} s: {busy:.0} (failed or fell back {busy_failed}; slot fallbacks {}, unanswered {})",
+        "render calls/s, no reloads: {quiet:.0} (failed {quiet_failed});  during {} reloads ({} refused) in {seconds} s: {busy:.0} (failed or fell back {busy_failed}; slot fallbacks {}, unanswered {})",
         reloads.load(Ordering::Relaxed),
+        refused.load(Ordering::Relaxed),
         stats.fallbacks,
         stats.unanswered
     );
@@ -226,26 +241,20 @@ fn main() {
     let message = "CALLBACK +442071234567 +4915112345678 via MKS AVANGARD";
     let request = request();
     let event = calling();
-    for (mode, calls_per_instance) in [
-        ("fresh", 1),
-        ("reused", Limits::default().calls_per_instance),
-    ] {
+    for (mode, calls_per_instance) in [("fresh", 1), ("reused", Limits::default().calls_per_instance)] {
         let host = PluginHost::new(Limits {
             calls_per_instance,
             ..Limits::default()
         })
         .expect("host");
         latency(&format!("parser.parse ({mode})"), n, || {
-            let answer = host.parse(message, "ruslan@example.com").expect("parse");
-            assert!(!answer.fell_back);
+            host.parse(message, "ruslan@example.com").map(|a| a.fell_back)
         });
         latency(&format!("router.route ({mode})"), n, || {
-            let answer = host.route(&request).expect("route");
-            assert!(!answer.fell_back);
+            host.route(&request).map(|a| a.fell_back)
         });
         latency(&format!("replies.render ({mode})"), n, || {
-            let answer = host.render(&event).expect("render");
-            assert!(!answer.fell_back);
+            host.render(&event).map(|a| a.fell_back)
         });
     }
 

@@ -130,7 +130,7 @@ fn rendered(host: &PluginHost, bytes: &[u8], event: &Event) -> String {
 
 #[test]
 fn replacement_under_load_answers_with_old_or_new_and_never_fails() {
-    const CALLERS: usize = 4;
+    const CALLERS: usize = 8;
     const RELOADS: usize = 12;
     let dir = tempfile::tempdir().expect("temp dir");
     let host = host();
