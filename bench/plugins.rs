@@ -241,14 +241,18 @@ fn main() {
     let message = "CALLBACK +442071234567 +4915112345678 via MKS AVANGARD";
     let request = request();
     let event = calling();
-    for (mode, calls_per_instance) in [("fresh", 1), ("reused", Limits::default().calls_per_instance)] {
+    for (mode, calls_per_instance) in [
+        ("fresh", 1),
+        ("reused", Limits::default().calls_per_instance),
+    ] {
         let host = PluginHost::new(Limits {
             calls_per_instance,
             ..Limits::default()
         })
         .expect("host");
         latency(&format!("parser.parse ({mode})"), n, || {
-            host.parse(message, "ruslan@example.com").map(|a| a.fell_back)
+            host.parse(message, "ruslan@example.com")
+                .map(|a| a.fell_back)
         });
         latency(&format!("router.route ({mode})"), n, || {
             host.route(&request).map(|a| a.fell_back)

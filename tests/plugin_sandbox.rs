@@ -343,14 +343,28 @@ fn a_spinning_plugin_does_not_hold_up_other_calls() {
 }
 
 #[test]
-fn tighter_limits_apply() {
+fn limits_the_defaults_cannot_meet_are_refused_at_start() {
     let limits = Limits {
         output_bytes: 16,
         ..Limits::default()
     };
-    let host = PluginHost::new(limits).expect("host");
-    // The default help text is longer than 16 bytes: no version can answer.
-    let err = host.render(&Event::Help).expect_err("nothing fits");
-    assert!(matches!(err, PluginError::Unanswered(SlotName::Replies)));
-    assert_eq!(host.stats(SlotName::Replies).unanswered, 1);
+    let err = PluginHost::new(limits).err().expect("refused");
+    assert!(matches!(err, PluginError::Limits(_)), "{err}");
+    assert!(err.to_string().contains("conformance"), "{err}");
+}
+
+#[test]
+fn a_call_no_version_can_answer_is_an_error_not_a_crash() {
+    let host = PluginHost::new(patient()).expect("host");
+    // The default echoes the reason; 100 kB of it is over the 64 kB cap.
+    let answer = host.render(&parse_error_event(&"r".repeat(100_000)));
+    assert!(matches!(
+        answer,
+        Err(PluginError::Unanswered(SlotName::Replies))
+    ));
+    let stats = host.stats(SlotName::Replies);
+    assert_eq!(stats.unanswered, 1);
+    assert_eq!(stats.invalid, 1);
+    // The next ordinary call is answered as usual.
+    assert!(host.render(&Event::Help).is_ok());
 }

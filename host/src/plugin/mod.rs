@@ -42,6 +42,9 @@ pub enum PluginError {
     /// The wasmtime engine could not be set up with the given limits.
     #[error("cannot set up the plugin engine: {0}")]
     Engine(String),
+    /// The limits are too tight for the embedded default plugins to work.
+    #[error("unusable plugin limits: {0}")]
+    Limits(String),
     /// A plugin file could not be read.
     #[error("cannot read plugin file {path}: {source}")]
     Read {

@@ -126,12 +126,21 @@ pub(crate) struct Slot<W: World> {
 }
 
 impl<W: World> Slot<W> {
-    /// A slot running the embedded default `bytes`.
+    /// A slot running the embedded default `bytes`. The default runs its
+    /// conformance set first, so limits it cannot work under are refused
+    /// at start rather than failing every call later.
     pub(crate) fn embedded(runtime: &Runtime, bytes: &[u8]) -> Result<Slot<W>, PluginError> {
+        let pre = runtime.prepare::<W>(bytes)?;
+        W::conformance(runtime, &pre).map_err(|reason| {
+            PluginError::Limits(format!(
+                "the embedded {} plugin fails its conformance set under these limits: {reason}",
+                W::SLOT
+            ))
+        })?;
         let embedded = Arc::new(Version {
             id: VersionId::of(bytes),
             origin: "embedded".into(),
-            pre: runtime.prepare::<W>(bytes)?,
+            pre,
             warm: WarmInstances::new(IDLE_PER_VERSION),
         });
         tracing::debug!(slot = %W::SLOT, version = %embedded.id, "embedded default ready");
