@@ -368,3 +368,35 @@ fn a_call_no_version_can_answer_is_an_error_not_a_crash() {
     // The next ordinary call is answered as usual.
     assert!(host.render(&Event::Help).is_ok());
 }
+
+#[test]
+fn corrupted_components_never_crash_the_host() {
+    let host = PluginHost::new(patient()).expect("host");
+    let original = guest("parser_default");
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut refused = 0;
+    for round in 0..24 {
+        let mut bytes = original.clone();
+        if round % 3 == 0 {
+            bytes.truncate((next() % original.len() as u64) as usize);
+        } else {
+            for _ in 0..=(next() % 8) {
+                let at = (next() % bytes.len() as u64) as usize;
+                bytes[at] = next() as u8;
+            }
+        }
+        if host.load(SlotName::Parser, &bytes, "corrupted").is_err() {
+            refused += 1;
+        }
+        // Whatever was loaded, the slot answers.
+        let answer = host.parse("LIST", "user@example.com").expect("answered");
+        assert_eq!(answer.value, Ok(Command::List), "round {round}");
+    }
+    assert!(refused > 0);
+}

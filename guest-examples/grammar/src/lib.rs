@@ -588,6 +588,68 @@ mod tests {
         }
     }
 
+    /// Random sentences from words that sit near the grammar's edges: no
+    /// panic, and every error has a reason and a syntax.
+    #[test]
+    fn random_word_salad_never_panics() {
+        const WORDS: &[&str] = &[
+            "CALLBACK",
+            "callback",
+            "ADD",
+            "DEL",
+            "LIST",
+            "HANGUP",
+            "via",
+            "VIA",
+            "-",
+            "+",
+            "+4",
+            "+442071234567",
+            "00",
+            "0044",
+            "(151)",
+            "12-34",
+            "phone:",
+            "phone:+",
+            "sip:",
+            "sip:@",
+            "sip:a@b",
+            "gtalk:x",
+            "msn:",
+            "yahoo:é",
+            "xmpp:a@b",
+            "tel:1",
+            ":",
+            "::",
+            "a:b:c",
+            "PROXICOM",
+            "PRO*",
+            "\u{0}",
+            "é",
+            "+1234567890123456",
+            "  ",
+            "\t",
+        ];
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 7) as usize;
+            let message: Vec<&str> = (0..len)
+                .map(|_| WORDS[(next() % WORDS.len() as u64) as usize])
+                .collect();
+            let message = message.join(" ");
+            if let Err(e) = parse(&message) {
+                assert!(!e.reason.is_empty(), "{message:?}");
+                assert!(!e.syntax.is_empty(), "{message:?}");
+            }
+        }
+    }
+
     #[test]
     fn parse_leg_reads_one_word() {
         assert_eq!(parse_leg("+442071234567"), Ok(phone("442071234567")));
