@@ -7,67 +7,18 @@
 //! for a short smoke run). Prints its figures; nothing here is a pass/fail
 //! test.
 
-use std::path::{Path, PathBuf};
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use switchboard::plugin::types::{
-    Account, Calling, Candidate, Event, Leg, LegRole, ProviderStats, RouteRequest, Scheme,
-};
+use common::{calling_event as calling, guest, route_request};
+use switchboard::plugin::types::Event;
 use switchboard::plugin::{Limits, PluginHost, SlotName, VersionId};
-
-fn guest(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("SWITCHBOARD_GUESTS_DIR")).join(format!("{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-}
-
-fn request() -> RouteRequest {
-    let candidate = |name: &str, price: i64, asr: u32| Candidate {
-        provider: name.into(),
-        price_per_minute: price,
-        connect_fee: 0,
-        increment_secs: 1,
-        up: true,
-        stats: ProviderStats {
-            attempts: 100,
-            answered: asr / 100,
-            asr_bp: Some(asr),
-            acd_secs: Some(90),
-            pdd_ms: Some(1200),
-        },
-    };
-    RouteRequest {
-        leg: Leg {
-            scheme: Scheme::Phone,
-            address: "4915112345678".into(),
-        },
-        role: LegRole::Destination,
-        account: Account {
-            id: "ruslan@example.com".into(),
-            balance: 10_000_000,
-        },
-        requested_provider: None,
-        candidates: vec![
-            candidate("PROXICOM", 14_000, 6_000),
-            candidate("PAKLINE", 12_040, 7_000),
-            candidate("MKS", 9_000, 5_000),
-        ],
-    }
-}
-
-fn calling() -> Event {
-    Event::Calling(Calling {
-        role: LegRole::Source,
-        leg: Leg {
-            scheme: Scheme::Phone,
-            address: "442071234567".into(),
-        },
-        price_per_minute: 14_000,
-        provider: Some("PROXICOM".into()),
-    })
-}
 
 /// Percentile of sorted samples.
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -239,7 +190,7 @@ fn main() {
     );
 
     let message = "CALLBACK +442071234567 +4915112345678 via MKS AVANGARD";
-    let request = request();
+    let request = route_request("ruslan@example.com");
     let event = calling();
     for (mode, calls_per_instance) in [
         ("fresh", 1),

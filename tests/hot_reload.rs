@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::guest;
-use switchboard::plugin::types::{Calling, Event, Leg, LegRole, Scheme};
+use switchboard::plugin::types::Event;
 use switchboard::plugin::{Call, Limits, PluginHost, Reply, SlotName, SlotStats, VersionId};
 
 /// Generous limits: these tests are about atomic replacement, not deadlines,
@@ -109,18 +109,6 @@ fn watched_directory_loads_reloads_and_refuses() {
     assert!(answer.value.is_ok());
 }
 
-fn calling() -> Event {
-    Event::Calling(Calling {
-        role: LegRole::Source,
-        leg: Leg {
-            scheme: Scheme::Phone,
-            address: "442071234567".into(),
-        },
-        price_per_minute: 14_000,
-        provider: Some("PROXICOM".into()),
-    })
-}
-
 fn rendered(host: &PluginHost, bytes: &[u8], event: &Event) -> String {
     match host.try_plugin(bytes, &Call::Render(event.clone())) {
         Ok(Reply::Rendered(text)) => text,
@@ -139,7 +127,7 @@ fn replacement_under_load_answers_with_old_or_new_and_never_fails() {
     let english = guest("replies_default");
     let german = guest("replies_de");
     let versions = [VersionId::of(&english), VersionId::of(&german)];
-    let events = [Event::Help, calling()];
+    let events = [Event::Help, common::calling_event()];
     // The text each version gives for each event, computed outside the slot.
     let expected: Vec<Vec<String>> = [&english, &german]
         .iter()

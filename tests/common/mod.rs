@@ -1,10 +1,11 @@
-//! Helpers shared by the host's integration tests.
+//! Helpers shared by the host's integration tests and benchmarks.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
 
 use switchboard::plugin::types::{
-    Account, Candidate, Error, Event, Leg, LegRole, ParseError, ProviderStats, RouteRequest, Scheme,
+    Account, Calling, Candidate, Error, Event, Leg, LegRole, ParseError, ProviderStats,
+    RouteRequest, Scheme,
 };
 
 /// A guest built by host/build.rs, by its wasm name (e.g. `replies_de`).
@@ -60,4 +61,17 @@ pub fn parse_error_event(reason: &str) -> Event {
         reason: reason.into(),
         syntax: "CALLBACK SourceLeg DestinationLeg".into(),
     }))
+}
+
+/// The seed's first progress message as an event: calling the source via PROXICOM.
+pub fn calling_event() -> Event {
+    Event::Calling(Calling {
+        role: LegRole::Source,
+        leg: Leg {
+            scheme: Scheme::Phone,
+            address: "442071234567".into(),
+        },
+        price_per_minute: 14_000,
+        provider: Some("PROXICOM".into()),
+    })
 }

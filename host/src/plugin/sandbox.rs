@@ -156,13 +156,7 @@ impl Runtime {
         };
         let store = &mut instance.store;
         store.data_mut().start_call(&self.limits);
-        let ticks = self
-            .limits
-            .deadline
-            .as_millis()
-            .div_ceil(TICK.as_millis())
-            .max(1);
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        self.arm_deadline(store);
         let result = call(&instance.bindings, store);
         let sandbox = store.data();
         if sandbox.logs_dropped > 0 {
@@ -184,6 +178,17 @@ impl Runtime {
         result.map_err(|e| Failure::classify(&e, memory_denied))
     }
 
+    /// Sets the store's epoch deadline to the call deadline from now.
+    fn arm_deadline(&self, store: &mut Store<Sandbox>) {
+        let ticks = self
+            .limits
+            .deadline
+            .as_millis()
+            .div_ceil(TICK.as_millis())
+            .max(1);
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+    }
+
     fn instantiate<W: World>(&self, pre: &W::Pre, version: &str) -> Result<Instance<W>, Failure> {
         let sandbox = Sandbox {
             slot: W::SLOT,
@@ -196,13 +201,7 @@ impl Runtime {
         };
         let mut store = Store::new(&self.engine, sandbox);
         store.limiter(|s| s);
-        let ticks = self
-            .limits
-            .deadline
-            .as_millis()
-            .div_ceil(TICK.as_millis())
-            .max(1);
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        self.arm_deadline(&mut store);
         let bindings =
             W::instantiate(pre, &mut store).map_err(|e| Failure::Instantiate(format!("{e:#}")))?;
         Ok(Instance {
