@@ -5,5 +5,7 @@
 //! are read, how calls are routed and what the bot says live in sandboxed
 //! WebAssembly plugins ([`plugin`]) that operators replace while calls are up.
 
+#![warn(missing_docs)]
+
 pub mod chat;
 pub mod plugin;
