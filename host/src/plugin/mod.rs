@@ -1,8 +1,9 @@
 //! The plugin runtime: three sandboxed WebAssembly slots (parser, router,
 //! replies) that operators replace while calls are up.
 //!
-//! Every call runs in a fresh instance under a CPU deadline, a memory cap and
-//! an output-size cap ([`Limits`]). A call that traps, overruns, or returns
+//! Every call runs in a sandboxed instance (fresh, or reused for a bounded
+//! number of calls and discarded after any failure) under a CPU deadline, a
+//! memory cap and an output-size cap ([`Limits`]). A call that traps, overruns, or returns
 //! something invalid falls back to the slot's last known-good version and then
 //! to the embedded default, so a plugin can never take down a call or the
 //! process. New versions are compiled, type-checked against their world and

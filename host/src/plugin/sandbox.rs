@@ -1,6 +1,8 @@
 //! The sandbox every plugin call runs in: one wasmtime engine with a pooling
-//! allocator, a clock thread for epoch deadlines, a fresh store per call with
-//! a memory limiter, and the one host function plugins get (`log`).
+//! allocator, a clock thread for epoch deadlines, a store per instance with a
+//! memory limiter (instances fresh per call or reused, see
+//! [`Limits::calls_per_instance`]), and the one host function plugins get
+//! (`log`).
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
