@@ -224,3 +224,48 @@ fn explicit_reload_entry_point_and_origin() {
     assert_eq!(host.load_file(SlotName::Router, &path).expect("same"), id);
     assert_eq!(host.stats(SlotName::Router).loads, 1);
 }
+
+#[test]
+fn a_call_in_flight_finishes_on_the_version_it_started_with() {
+    let host = Arc::new(
+        PluginHost::new(Limits {
+            deadline: Duration::from_secs(60),
+            ..Limits::default()
+        })
+        .expect("plugin host starts"),
+    );
+    let hostile = host
+        .load(SlotName::Parser, &guest("hostile_guest"), "hostile")
+        .expect("hostile parser loads");
+    // `slow` keeps the hostile parser busy for about a second.
+    let in_flight = {
+        let host = host.clone();
+        thread::spawn(move || {
+            let answer = host.parse("slow", "user@example.com");
+            (answer, Instant::now())
+        })
+    };
+    thread::sleep(Duration::from_millis(50));
+    let aliases = host
+        .load(SlotName::Parser, &guest("parser_aliases"), "aliases")
+        .expect("aliases load");
+    let swapped = Instant::now();
+    assert_eq!(
+        host.parse("HU", "user@example.com")
+            .expect("answer")
+            .version,
+        aliases
+    );
+    let (answer, finished) = in_flight.join().expect("in-flight call");
+    let answer = answer.expect("in-flight call answered");
+    assert!(
+        finished > swapped,
+        "the slow call ended before the swap; the test proved nothing"
+    );
+    assert_eq!(
+        answer.version, hostile,
+        "finished on the version it started with"
+    );
+    assert!(!answer.fell_back);
+    assert_eq!(answer.value, Ok(switchboard::plugin::types::Command::Help));
+}

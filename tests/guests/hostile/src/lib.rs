@@ -11,6 +11,7 @@
 //! | parse `huge`, render parse error `huge`   | returns a 4 MiB answer            |
 //! | parse `bad`                               | returns a phone leg with letters  |
 //! | parse `flood`                             | logs 100,000 long lines           |
+//! | parse `slow`                              | spins about a second, then HELP   |
 //! | route account `bogus`                     | routes via a provider not offered |
 //! | render parse error `empty`                | renders an empty reply            |
 
@@ -84,6 +85,12 @@ impl Guest for Hostile {
                 scheme: Scheme::Phone,
                 address: "call-me-maybe".into(),
             })),
+            "slow" => {
+                for i in 0..1_000_000_000u64 {
+                    black_box(i);
+                }
+                Ok(Command::Help)
+            }
             "flood" => {
                 let line = "y".repeat(10_000);
                 for _ in 0..100_000 {
