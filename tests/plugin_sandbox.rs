@@ -400,3 +400,30 @@ fn corrupted_components_never_crash_the_host() {
     }
     assert!(refused > 0);
 }
+
+#[test]
+fn each_version_is_tried_once_per_call() {
+    let host = PluginHost::new(patient()).expect("host");
+    host.load(SlotName::Replies, &guest("replies_de"), "de")
+        .expect("German loads");
+    // The default's own bytes from a file: active is now the embedded
+    // version, and German is the last known-good one.
+    let default = host
+        .load(
+            SlotName::Replies,
+            &guest("replies_default"),
+            "default from file",
+        )
+        .expect("default loads");
+    let stats = host.stats(SlotName::Replies);
+    assert_eq!(stats.active, default);
+    assert_eq!(stats.embedded, default);
+    // Both versions echo the reason, so both overflow the output cap: two
+    // tries (default, German), not three (the default again as the embedded one).
+    let answer = host.render(&parse_error_event(&"r".repeat(100_000)));
+    assert!(matches!(
+        answer,
+        Err(PluginError::Unanswered(SlotName::Replies))
+    ));
+    assert_eq!(host.stats(SlotName::Replies).invalid, 2);
+}

@@ -166,10 +166,19 @@ impl<W: World> Slot<W> {
     ) -> Result<Answer<R>, PluginError> {
         bump(&self.counters.calls);
         let versions = self.versions.load();
-        let mut chain: Vec<&Arc<Version<W>>> = vec![&versions.active];
-        chain.extend(versions.history.last());
-        chain.push(&self.embedded);
-        chain.dedup_by(|a, b| a.id == b.id);
+        let mut chain: Vec<&Arc<Version<W>>> = Vec::with_capacity(3);
+        for version in [
+            Some(&versions.active),
+            versions.history.last(),
+            Some(&self.embedded),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if chain.iter().all(|tried| tried.id != version.id) {
+                chain.push(version);
+            }
+        }
 
         for (index, version) in chain.into_iter().enumerate() {
             let result = runtime
