@@ -3,10 +3,10 @@
 //!
 //! Every call runs in a sandboxed instance (fresh, or reused for a bounded
 //! number of calls and discarded after any failure) under a CPU deadline, a
-//! memory cap and an output-size cap ([`Limits`]). A call that traps, overruns, or returns
-//! something invalid falls back to the slot's last known-good version and then
-//! to the embedded default, so a plugin can never take down a call or the
-//! process. New versions are compiled, type-checked against their world and
+//! memory cap and an output-size cap ([`Limits`]). A call that traps,
+//! overruns, or returns something invalid falls back to the slot's last
+//! known-good version and then to the embedded default, so a plugin can
+//! never take down a call or the process. New versions are compiled, type-checked against their world and
 //! run through the slot's conformance set before they replace the running one
 //! atomically ([`PluginHost::load`], [`PluginHost::watch`]).
 

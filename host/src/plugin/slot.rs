@@ -130,12 +130,11 @@ impl<W: World> Slot<W> {
     /// conformance set first, so limits it cannot work under are refused
     /// at start rather than failing every call later.
     pub(crate) fn embedded(runtime: &Runtime, bytes: &[u8]) -> Result<Slot<W>, PluginError> {
-        let pre = runtime.prepare::<W>(bytes)?;
-        W::conformance(runtime, &pre).map_err(|reason| {
-            PluginError::Limits(format!(
-                "the embedded {} plugin fails its conformance set under these limits: {reason}",
-                W::SLOT
-            ))
+        let pre = Self::candidate(runtime, bytes).map_err(|e| match e {
+            PluginError::Conformance { slot, reason } => PluginError::Limits(format!(
+                "the embedded {slot} plugin fails its conformance set under these limits: {reason}"
+            )),
+            other => other,
         })?;
         let embedded = Arc::new(Version {
             id: VersionId::of(bytes),
