@@ -1,0 +1,328 @@
+//! Runs the sans-IO [`Endpoint`] on tokio sockets: UDP and TCP listeners,
+//! outbound TCP connections, the timer, and one event channel per call.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
+
+use super::SipError;
+use super::endpoint::{CallEvent, CallId, CallRequest, Config, Endpoint, Event, Stats};
+use super::message::Transport;
+use super::transport::StreamFramer;
+
+/// A placed call: its id (for [`SipService::hangup`]) and its events.
+#[derive(Debug)]
+pub struct PlacedCall {
+    /// The call's id.
+    pub id: CallId,
+    /// Progress, ending with `Failed` or `Ended`; the channel closes after that.
+    pub events: mpsc::UnboundedReceiver<CallEvent>,
+}
+
+enum Command {
+    Place(
+        Box<CallRequest>,
+        oneshot::Sender<Result<PlacedCall, SipError>>,
+    ),
+    Hangup(CallId),
+    Stats(oneshot::Sender<Stats>),
+    ProviderUp(String, oneshot::Sender<Option<bool>>),
+}
+
+enum Inbound {
+    Message(Transport, SocketAddr, Vec<u8>),
+    Connected(SocketAddr, mpsc::UnboundedSender<Vec<u8>>),
+    Closed(SocketAddr),
+}
+
+/// Handle to the running SIP stack. Cloneable; the stack stops when the last handle is dropped.
+#[derive(Debug, Clone)]
+pub struct SipService {
+    commands: mpsc::UnboundedSender<Command>,
+    locals: Arc<Vec<(Transport, SocketAddr)>>,
+}
+
+impl SipService {
+    /// Binds the configured listeners and starts the stack on the current tokio runtime.
+    pub async fn start(config: Config) -> Result<Self, SipError> {
+        let mut locals = Vec::new();
+        let mut udp = Vec::new();
+        for addr in &config.udp {
+            let socket = UdpSocket::bind(addr)
+                .await
+                .map_err(|source| SipError::Bind {
+                    transport: Transport::Udp,
+                    addr: *addr,
+                    source,
+                })?;
+            let bound = socket.local_addr().map_err(|source| SipError::Bind {
+                transport: Transport::Udp,
+                addr: *addr,
+                source,
+            })?;
+            locals.push((Transport::Udp, bound));
+            udp.push(Arc::new(socket));
+        }
+        let mut tcp = Vec::new();
+        for addr in &config.tcp {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| SipError::Bind {
+                    transport: Transport::Tcp,
+                    addr: *addr,
+                    source,
+                })?;
+            let bound = listener.local_addr().map_err(|source| SipError::Bind {
+                transport: Transport::Tcp,
+                addr: *addr,
+                source,
+            })?;
+            locals.push((Transport::Tcp, bound));
+            tcp.push(listener);
+        }
+        let limit = config.max_message_bytes;
+        let endpoint = Endpoint::new(config, locals.clone(), Instant::now());
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (inbound_tx, inbound_rx) = mpsc::channel(4096);
+        for socket in &udp {
+            tokio::spawn(read_udp(socket.clone(), inbound_tx.clone(), limit));
+        }
+        for listener in tcp {
+            tokio::spawn(accept_tcp(listener, inbound_tx.clone(), limit));
+        }
+        tokio::spawn(run(
+            endpoint, udp, command_rx, inbound_tx, inbound_rx, limit,
+        ));
+        Ok(SipService {
+            commands,
+            locals: Arc::new(locals),
+        })
+    }
+
+    /// The addresses actually bound (port 0 in the config becomes a real port here).
+    pub fn local_addrs(&self) -> &[(Transport, SocketAddr)] {
+        &self.locals
+    }
+
+    /// Places a call and returns its event stream.
+    pub async fn place_call(&self, request: CallRequest) -> Result<PlacedCall, SipError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Place(Box::new(request), tx))
+            .map_err(|_| SipError::Stopped)?;
+        rx.await.map_err(|_| SipError::Stopped)?
+    }
+
+    /// Hangs up (CANCEL or BYE); the outcome arrives on the call's events.
+    pub fn hangup(&self, call: CallId) {
+        let _ = self.commands.send(Command::Hangup(call));
+    }
+
+    /// The stack's counters.
+    pub async fn stats(&self) -> Result<Stats, SipError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Stats(tx))
+            .map_err(|_| SipError::Stopped)?;
+        rx.await.map_err(|_| SipError::Stopped)
+    }
+
+    /// Whether a provider answers OPTIONS (`None` until known).
+    pub async fn provider_up(&self, name: &str) -> Result<Option<bool>, SipError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::ProviderUp(name.to_string(), tx))
+            .map_err(|_| SipError::Stopped)?;
+        rx.await.map_err(|_| SipError::Stopped)
+    }
+}
+
+async fn read_udp(socket: Arc<UdpSocket>, inbound: mpsc::Sender<Inbound>, limit: usize) {
+    // One byte more than the limit, so an oversized datagram is seen as such.
+    let mut buf = vec![0u8; limit.clamp(1500, 65_535) + 1];
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((n, from)) => {
+                if inbound
+                    .send(Inbound::Message(Transport::Udp, from, buf[..n].to_vec()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                // ICMP port unreachable and the like surface here on some systems; keep reading.
+                tracing::debug!(error = %e, "UDP receive error");
+            }
+        }
+    }
+}
+
+async fn accept_tcp(listener: TcpListener, inbound: mpsc::Sender<Inbound>, limit: usize) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                if inbound.send(Inbound::Connected(peer, tx)).await.is_err() {
+                    return;
+                }
+                tokio::spawn(connection(stream, peer, inbound.clone(), rx, limit));
+            }
+            Err(e) => tracing::warn!(error = %e, "TCP accept failed"),
+        }
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    inbound: mpsc::Sender<Inbound>,
+    mut outgoing: mpsc::UnboundedReceiver<Vec<u8>>,
+    limit: usize,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.into_split();
+    let mut framer = StreamFramer::new(limit);
+    let mut buf = vec![0u8; 16 * 1024];
+    'stream: loop {
+        tokio::select! {
+            read = reader.read(&mut buf) => {
+                let n = match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                framer.push(&buf[..n]);
+                loop {
+                    match framer.next_message() {
+                        Ok(Some(m)) => {
+                            if inbound.send(Inbound::Message(Transport::Tcp, peer, m)).await.is_err() {
+                                break 'stream;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::warn!(%peer, error = %e, "closing SIP TCP connection");
+                            break 'stream;
+                        }
+                    }
+                }
+            }
+            out = outgoing.recv() => {
+                let Some(bytes) = out else { break };
+                if writer.write_all(&bytes).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = inbound.send(Inbound::Closed(peer)).await;
+}
+
+async fn run(
+    mut endpoint: Endpoint,
+    udp: Vec<Arc<UdpSocket>>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    inbound_tx: mpsc::Sender<Inbound>,
+    mut inbound: mpsc::Receiver<Inbound>,
+    limit: usize,
+) {
+    let udp: Vec<(SocketAddr, Arc<UdpSocket>)> = udp
+        .into_iter()
+        .filter_map(|s| Some((s.local_addr().ok()?, s)))
+        .collect();
+    let mut conns: HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>> = HashMap::new();
+    let mut calls: HashMap<CallId, mpsc::UnboundedSender<CallEvent>> = HashMap::new();
+    loop {
+        while let Some(t) = endpoint.poll_transmit() {
+            match t.transport {
+                Transport::Udp => {
+                    let Some((_, socket)) = udp
+                        .iter()
+                        .find(|(a, _)| a.is_ipv4() == t.destination.is_ipv4())
+                    else {
+                        tracing::warn!(to = %t.destination, "no UDP socket for this address family");
+                        continue;
+                    };
+                    if let Err(e) = socket.try_send_to(&t.payload, t.destination) {
+                        if e.kind() == std::io::ErrorKind::WouldBlock {
+                            let _ = socket.send_to(&t.payload, t.destination).await;
+                        } else {
+                            tracing::debug!(to = %t.destination, error = %e, "UDP send failed");
+                        }
+                    }
+                }
+                Transport::Tcp => {
+                    let sender = conns.entry(t.destination).or_insert_with(|| {
+                        let (tx, rx) = mpsc::unbounded_channel();
+                        let inbound = inbound_tx.clone();
+                        let peer = t.destination;
+                        tokio::spawn(async move {
+                            match TcpStream::connect(peer).await {
+                                Ok(stream) => connection(stream, peer, inbound, rx, limit).await,
+                                Err(e) => {
+                                    tracing::warn!(%peer, error = %e, "SIP TCP connect failed");
+                                    let _ = inbound.send(Inbound::Closed(peer)).await;
+                                }
+                            }
+                        });
+                        tx
+                    });
+                    let _ = sender.send(t.payload);
+                }
+            }
+        }
+        while let Some(event) = endpoint.poll_event() {
+            match event {
+                Event::Call { call, event } => {
+                    let last = matches!(event, CallEvent::Failed { .. } | CallEvent::Ended { .. });
+                    if let Some(tx) = calls.get(&call) {
+                        let _ = tx.send(event);
+                    }
+                    if last {
+                        calls.remove(&call);
+                    }
+                }
+                Event::Provider { name, up } => {
+                    tracing::info!(provider = %name, up, "provider status")
+                }
+            }
+        }
+        let deadline = endpoint.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            message = inbound.recv() => match message {
+                Some(Inbound::Message(transport, from, bytes)) => endpoint.handle_input(Instant::now(), transport, from, &bytes),
+                Some(Inbound::Connected(peer, tx)) => { conns.insert(peer, tx); }
+                Some(Inbound::Closed(peer)) => { conns.remove(&peer); }
+                None => return,
+            },
+            command = commands.recv() => match command {
+                None => return,
+                Some(Command::Place(request, reply)) => {
+                    let result = endpoint.place_call(Instant::now(), *request).map(|id| {
+                        let (tx, rx) = mpsc::unbounded_channel();
+                        calls.insert(id, tx);
+                        PlacedCall { id, events: rx }
+                    });
+                    let _ = reply.send(result);
+                }
+                Some(Command::Hangup(id)) => endpoint.hangup(Instant::now(), id),
+                Some(Command::Stats(reply)) => { let _ = reply.send(endpoint.stats()); }
+                Some(Command::ProviderUp(name, reply)) => { let _ = reply.send(endpoint.provider_up(&name)); }
+            },
+            _ = sleep_until(deadline) => endpoint.handle_timeout(Instant::now()),
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

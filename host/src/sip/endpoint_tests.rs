@@ -1,0 +1,612 @@
+//! The endpoint on a virtual clock against a scripted far end: every timer
+//! is exercised in simulated milliseconds, never by sleeping.
+
+use super::*;
+use crate::sip::sdp::Direction;
+
+const FAR: &str = "127.0.0.1:5080";
+const T0_PORT: u16 = 5070;
+
+fn far() -> SocketAddr {
+    FAR.parse().expect("addr")
+}
+
+fn endpoint(providers: Vec<Provider>) -> (Endpoint, Instant) {
+    let now = Instant::now();
+    let config = Config {
+        providers,
+        ..Config::default()
+    };
+    let local = SocketAddr::from(([127, 0, 0, 1], T0_PORT));
+    (
+        Endpoint::new(config, vec![(Transport::Udp, local)], now),
+        now,
+    )
+}
+
+fn offer() -> AudioSdp {
+    AudioSdp::offer("127.0.0.1".parse().expect("ip"), 30000, 1)
+}
+
+fn call(ep: &mut Endpoint, now: Instant, ring: Option<Duration>) -> CallId {
+    let request = CallRequest {
+        target: format!("sip:bob@{FAR}"),
+        provider: None,
+        offer: offer(),
+        ring_timeout: ring,
+        caller: None,
+    };
+    ep.place_call(now, request).expect("placed")
+}
+
+fn sent(ep: &mut Endpoint) -> Vec<Message> {
+    let mut out = Vec::new();
+    while let Some(t) = ep.poll_transmit() {
+        out.push(message::parse(&t.payload, usize::MAX).expect("we send valid SIP"));
+    }
+    out
+}
+
+fn events(ep: &mut Endpoint) -> Vec<CallEvent> {
+    let mut out = Vec::new();
+    while let Some(e) = ep.poll_event() {
+        if let Event::Call { event, .. } = e {
+            out.push(event);
+        }
+    }
+    out
+}
+
+fn method(m: &Message) -> String {
+    match &m.start {
+        StartLine::Request { method, .. } => method.to_string(),
+        StartLine::Response { status, .. } => status.to_string(),
+    }
+}
+
+/// A response from the far end to `request`.
+fn reply(request: &Message, status: u16, extra: &str, body: &str) -> Vec<u8> {
+    let mut s = format!("SIP/2.0 {status} Whatever\r\n");
+    for v in &request.vias {
+        s.push_str(&format!("Via: {v}\r\n"));
+    }
+    s.push_str(&format!(
+        "From: {}\r\n",
+        request.header("From").expect("from")
+    ));
+    let to = request.header("To").expect("to");
+    if status > 100 && request.to.tag.is_none() {
+        s.push_str(&format!("To: {to};tag=far\r\n"));
+    } else {
+        s.push_str(&format!("To: {to}\r\n"));
+    }
+    s.push_str(&format!(
+        "Call-ID: {}\r\nCSeq: {} {}\r\n{extra}",
+        request.call_id, request.cseq, request.cseq_method
+    ));
+    s.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    s.into_bytes()
+}
+
+fn answer_sdp(codecs: &str) -> String {
+    format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP {codecs}\r\n"
+    )
+}
+
+fn input(ep: &mut Endpoint, now: Instant, bytes: &[u8]) {
+    ep.handle_input(now, Transport::Udp, far(), bytes);
+}
+
+fn at(t0: Instant, ms: u64) -> Instant {
+    t0 + Duration::from_millis(ms)
+}
+
+/// Runs timers up to `until`, one deadline at a time, as a driver would.
+fn advance(ep: &mut Endpoint, until: Instant) {
+    while let Some(t) = ep.poll_timeout() {
+        if t > until {
+            break;
+        }
+        ep.handle_timeout(t);
+    }
+}
+
+#[test]
+fn answered_call_acks_reacks_and_hangs_up_with_bye() {
+    let (mut ep, t0) = endpoint(vec![]);
+    let id = call(&mut ep, t0, None);
+    let out = sent(&mut ep);
+    let invite = &out[0];
+    assert_eq!(method(invite), "INVITE");
+    assert!(invite.via.branch.starts_with("z9hG4bK") && invite.via.rport);
+    assert!(invite.header("Contact").is_some());
+    assert_eq!(AudioSdp::parse(&invite.body).expect("offer"), offer());
+
+    input(&mut ep, at(t0, 10), &reply(invite, 100, "", ""));
+    input(&mut ep, at(t0, 20), &reply(invite, 180, "", ""));
+    let contact = "Contact: <sip:bob@127.0.0.1:5081>\r\nRecord-Route: <sip:127.0.0.1:5082;lr>, <sip:127.0.0.1:5083;lr>\r\n";
+    let ok = reply(invite, 200, contact, &answer_sdp("8 0"));
+    input(&mut ep, at(t0, 30), &ok);
+    let ev = events(&mut ep);
+    assert_eq!(ev[..2], [CallEvent::Trying, CallEvent::Ringing]);
+    assert!(
+        matches!(
+            &ev[2],
+            CallEvent::Answered {
+                codec: Codec::Pcma,
+                ..
+            }
+        ),
+        "{ev:?}"
+    );
+    let acks = sent(&mut ep);
+    assert_eq!(acks.len(), 1);
+    let ack = &acks[0];
+    assert_eq!(method(ack), "ACK");
+    assert_ne!(
+        ack.via.branch, invite.via.branch,
+        "2xx ACK is its own transaction"
+    );
+    assert_eq!(ack.to.tag.as_deref(), Some("far"));
+    // The route set is the Record-Route reversed; the Request-URI the remote target.
+    let routes: Vec<String> = ack.header_values("Route").collect();
+    assert_eq!(
+        routes,
+        ["<sip:127.0.0.1:5083;lr>", "<sip:127.0.0.1:5082;lr>"]
+    );
+    assert!(
+        matches!(&ack.start, StartLine::Request { uri, .. } if uri.to_string() == "sip:bob@127.0.0.1:5081")
+    );
+
+    // A retransmitted 200 is ACKed again.
+    input(&mut ep, at(t0, 530), &ok);
+    assert_eq!(
+        sent(&mut ep).iter().map(method).collect::<Vec<_>>(),
+        ["ACK"]
+    );
+
+    ep.hangup(at(t0, 1000), id);
+    let bye = sent(&mut ep).pop().expect("BYE");
+    assert_eq!(method(&bye), "BYE");
+    assert_eq!(bye.cseq, invite.cseq + 1);
+    assert_eq!(
+        ep.dialog_dest_of(id).addr.port(),
+        5083,
+        "in-dialog requests go to the first route"
+    );
+    input(&mut ep, at(t0, 1010), &reply(&bye, 200, "", ""));
+    assert_eq!(
+        events(&mut ep),
+        [CallEvent::Ended {
+            by: Party::Local,
+            reason: "hangup".into()
+        }]
+    );
+    // The INVITE transaction lingers 64·T1 for 2xx retransmissions, then everything is gone.
+    advance(&mut ep, at(t0, 60_000));
+    assert_eq!(ep.stats().calls_active, 0);
+}
+
+#[test]
+fn busy_is_acked_in_the_transaction_and_reported() {
+    let (mut ep, t0) = endpoint(vec![]);
+    let _ = call(&mut ep, t0, None);
+    let invite = sent(&mut ep).remove(0);
+    let busy = reply(&invite, 486, "", "");
+    input(&mut ep, at(t0, 5), &busy);
+    let ack = sent(&mut ep).remove(0);
+    assert_eq!(method(&ack), "ACK");
+    assert_eq!(
+        ack.via.branch, invite.via.branch,
+        "non-2xx ACK belongs to the INVITE transaction"
+    );
+    assert_eq!(ack.to.tag.as_deref(), Some("far"));
+    assert_eq!(
+        events(&mut ep),
+        [CallEvent::Failed {
+            status: 486,
+            reason: "Whatever".into()
+        }]
+    );
+    // Retransmitted 486 (our ACK was lost): ACK again, no new event.
+    input(&mut ep, at(t0, 600), &busy);
+    assert_eq!(
+        sent(&mut ep).iter().map(method).collect::<Vec<_>>(),
+        ["ACK"]
+    );
+    assert!(events(&mut ep).is_empty());
+}
+
+#[test]
+fn no_answer_cancels_after_ring_timeout() {
+    let (mut ep, t0) = endpoint(vec![]);
+    let _ = call(&mut ep, t0, Some(Duration::from_secs(30)));
+    let invite = sent(&mut ep).remove(0);
+    input(&mut ep, at(t0, 100), &reply(&invite, 180, "", ""));
+    advance(&mut ep, at(t0, 29_999));
+    assert!(sent(&mut ep).is_empty(), "no retransmission while ringing");
+    advance(&mut ep, at(t0, 30_000));
+    let cancel = sent(&mut ep).remove(0);
+    assert_eq!(method(&cancel), "CANCEL");
+    assert_eq!(cancel.via.branch, invite.via.branch);
+    assert_eq!(cancel.cseq, invite.cseq);
+    input(&mut ep, at(t0, 30_010), &reply(&cancel, 200, "", ""));
+    input(&mut ep, at(t0, 30_020), &reply(&invite, 487, "", ""));
+    assert_eq!(method(&sent(&mut ep)[0]), "ACK");
+    let ev = events(&mut ep);
+    assert_eq!(
+        ev.last(),
+        Some(&CallEvent::Failed {
+            status: 408,
+            reason: "No answer within 30 s".into()
+        })
+    );
+}
+
+#[test]
+fn cancel_waits_for_a_provisional_response() {
+    let (mut ep, t0) = endpoint(vec![]);
+    let id = call(&mut ep, t0, None);
+    let invite = sent(&mut ep).remove(0);
+    ep.hangup(at(t0, 10), id);
+    assert!(
+        sent(&mut ep).is_empty(),
+        "RFC 3261 §9.1: no CANCEL before a 1xx"
+    );
+    input(&mut ep, at(t0, 20), &reply(&invite, 100, "", ""));
+    assert_eq!(method(&sent(&mut ep)[0]), "CANCEL");
+    input(&mut ep, at(t0, 30), &reply(&invite, 487, "", ""));
+    let ev = events(&mut ep);
+    assert_eq!(
+        ev.last(),
+        Some(&CallEvent::Ended {
+            by: Party::Local,
+            reason: "cancelled before answer".into()
+        })
+    );
+}
+
+#[test]
+fn timer_b_fails_an_unanswered_invite_after_32_seconds() {
+    let (mut ep, t0) = endpoint(vec![]);
+    let _ = call(&mut ep, t0, None);
+    let _ = sent(&mut ep);
+    advance(&mut ep, at(t0, 31_999));
+    assert_eq!(
+        sent(&mut ep).len(),
+        6,
+        "timer A: 0.5, 1.5, 3.5, 7.5, 15.5, 31.5 s"
+    );
+    assert!(events(&mut ep).is_empty());
+    advance(&mut ep, at(t0, 32_000));
+    assert!(matches!(
+        events(&mut ep)[..],
+        [CallEvent::Failed { status: 408, .. }]
+    ));
+    assert_eq!(ep.stats().calls_active, 0);
+}
+
+#[test]
+fn proxy_challenge_is_answered_once_with_the_providers_credentials() {
+    let provider = Provider {
+        name: "TRUNK".into(),
+        address: far(),
+        transport: Transport::Udp,
+        username: Some("alice".into()),
+        password: Some("secret".into()),
+        keepalive: false,
+    };
+    let (mut ep, t0) = endpoint(vec![provider]);
+    let request = CallRequest {
+        target: format!("sip:+442071234567@{FAR}"),
+        provider: Some("TRUNK".into()),
+        offer: offer(),
+        ring_timeout: None,
+        caller: None,
+    };
+    let _ = ep.place_call(t0, request).expect("placed");
+    let first = sent(&mut ep).remove(0);
+    let challenge = "Proxy-Authenticate: Digest realm=\"trunk\", nonce=\"abc\", qop=\"auth\", algorithm=SHA-256\r\n";
+    input(&mut ep, at(t0, 5), &reply(&first, 407, challenge, ""));
+    let out = sent(&mut ep);
+    assert_eq!(
+        out.iter().map(method).collect::<Vec<_>>(),
+        ["ACK", "INVITE"]
+    );
+    let second = &out[1];
+    assert_eq!(second.cseq, first.cseq + 1);
+    assert_eq!(second.call_id, first.call_id);
+    assert_eq!(second.from.tag, first.from.tag);
+    let auth = second.header("Proxy-Authorization").expect("answered");
+    let expected = crate::sip::digest::Challenge::parse(
+        challenge.trim_start_matches("Proxy-Authenticate: ").trim(),
+    )
+    .expect("challenge")
+    .answer(
+        "alice",
+        "secret",
+        "INVITE",
+        "sip:+442071234567@127.0.0.1:5080",
+        1,
+        "x",
+    );
+    let response_of = |s: &str| s.split("response=\"").nth(1).map(|r| r[..64].to_string());
+    assert!(auth.contains("algorithm=SHA-256") && auth.contains("nc=00000001"));
+    // cnonce differs, so recompute with the cnonce we sent.
+    let cnonce = auth
+        .split("cnonce=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("cnonce");
+    let expected_here = crate::sip::digest::Challenge::parse(
+        challenge.trim_start_matches("Proxy-Authenticate: ").trim(),
+    )
+    .expect("challenge")
+    .answer(
+        "alice",
+        "secret",
+        "INVITE",
+        "sip:+442071234567@127.0.0.1:5080",
+        1,
+        cnonce,
+    );
+    assert_eq!(response_of(&auth), response_of(&expected_here));
+    assert_ne!(response_of(&expected), None);
+    // A second challenge means the credentials are wrong: fail, do not loop.
+    input(&mut ep, at(t0, 10), &reply(second, 407, challenge, ""));
+    assert_eq!(
+        sent(&mut ep).iter().map(method).collect::<Vec<_>>(),
+        ["ACK"]
+    );
+    assert!(matches!(
+        events(&mut ep)[..],
+        [CallEvent::Failed { status: 407, .. }]
+    ));
+}
+
+fn answered(ep: &mut Endpoint, t0: Instant) -> (CallId, Message) {
+    let id = call(ep, t0, None);
+    let invite = sent(ep).remove(0);
+    input(
+        ep,
+        at(t0, 10),
+        &reply(
+            &invite,
+            200,
+            "Contact: <sip:bob@127.0.0.1:5080>\r\n",
+            &answer_sdp("0"),
+        ),
+    );
+    let _ = sent(ep);
+    let _ = events(ep);
+    (id, invite)
+}
+
+/// A request from the far end inside the dialog.
+fn far_request(invite: &Message, method: &str, cseq: u32, extra: &str, body: &str) -> Vec<u8> {
+    let from = invite.header("From").expect("from");
+    let to = invite.header("To").expect("to");
+    format!(
+        "{method} sip:switchboard@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK{method}{cseq};rport\r\n\
+         From: {to};tag=far\r\nTo: {from}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        invite.call_id,
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[test]
+fn far_end_bye_is_answered_and_reported() {
+    let (mut ep, t0) = endpoint(vec![]);
+    let (_, invite) = answered(&mut ep, t0);
+    let bye = far_request(&invite, "BYE", 1, "", "");
+    input(&mut ep, at(t0, 100), &bye);
+    let ok = sent(&mut ep).remove(0);
+    assert_eq!(ok.status(), Some(200));
+    assert_eq!(
+        ok.via.received, None,
+        "sent-by already matched the source address"
+    );
+    assert!(ok.vias[0].contains("rport=5080"));
+    assert_eq!(
+        events(&mut ep),
+        [CallEvent::Ended {
+            by: Party::Remote,
+            reason: "remote hangup".into()
+        }]
+    );
+    // A retransmitted BYE gets the same 200 from the server transaction (timer J).
+    input(&mut ep, at(t0, 600), &bye);
+    assert_eq!(sent(&mut ep)[0].status(), Some(200));
+    assert!(events(&mut ep).is_empty());
+}
+
+#[test]
+fn reinvite_hold_unhold_and_new_address() {
+    let (mut ep, t0) = endpoint(vec![]);
+    let (_, invite) = answered(&mut ep, t0);
+    let hold = format!(
+        "{}a=sendonly\r\n",
+        answer_sdp("0 101\r\na=rtpmap:101 telephone-event/8000")
+    );
+    input(
+        &mut ep,
+        at(t0, 100),
+        &far_request(
+            &invite,
+            "INVITE",
+            2,
+            "Content-Type: application/sdp\r\n",
+            &hold,
+        ),
+    );
+    let out = sent(&mut ep);
+    assert_eq!(
+        out.iter().map(|m| m.status()).collect::<Vec<_>>(),
+        [Some(100), Some(200)]
+    );
+    let ok = &out[1];
+    let answer = AudioSdp::parse(&ok.body).expect("answer");
+    assert_eq!(answer.direction, Direction::RecvOnly);
+    assert_eq!(answer.port, 30000, "our RTP port does not change");
+    assert_eq!(answer.telephone_event(), Some(101));
+    assert!(matches!(&events(&mut ep)[..], [CallEvent::MediaChanged { sdp }] if sdp.on_hold()));
+    // No ACK yet: the 200 is retransmitted at T1, 2·T1, ...
+    advance(&mut ep, at(t0, 100 + 500));
+    assert_eq!(
+        sent(&mut ep).iter().map(|m| m.status()).collect::<Vec<_>>(),
+        [Some(200)]
+    );
+    input(
+        &mut ep,
+        at(t0, 700),
+        &far_request(&invite, "ACK", 2, "", ""),
+    );
+    advance(&mut ep, at(t0, 5000));
+    assert!(
+        sent(&mut ep).iter().all(|m| m.status() != Some(200)),
+        "ACK stops the retransmissions"
+    );
+
+    let moved = answer_sdp("0").replace("40000", "40002");
+    input(
+        &mut ep,
+        at(t0, 6000),
+        &far_request(
+            &invite,
+            "INVITE",
+            3,
+            "Contact: <sip:bob@127.0.0.1:5090>\r\n",
+            &moved,
+        ),
+    );
+    let ok = sent(&mut ep).pop().expect("200");
+    assert_eq!(
+        AudioSdp::parse(&ok.body).expect("answer").direction,
+        Direction::SendRecv
+    );
+    assert!(matches!(&events(&mut ep)[..], [CallEvent::MediaChanged { sdp }] if sdp.port == 40002));
+    input(
+        &mut ep,
+        at(t0, 6010),
+        &far_request(&invite, "ACK", 3, "", ""),
+    );
+    // The new Contact is the new remote target.
+    let id = CallId(1);
+    assert_eq!(ep.dialog_dest_of(id).addr.port(), 5090);
+
+    // An old CSeq is refused.
+    input(
+        &mut ep,
+        at(t0, 7000),
+        &far_request(&invite, "INFO", 2, "", ""),
+    );
+    assert_eq!(sent(&mut ep).pop().and_then(|m| m.status()), Some(500));
+}
+
+#[test]
+fn unknown_dialogs_get_481_and_options_get_200() {
+    let (mut ep, t0) = endpoint(vec![]);
+    let (_, invite) = answered(&mut ep, t0);
+    let stray = String::from_utf8(far_request(&invite, "BYE", 9, "", ""))
+        .expect("text")
+        .replace(&invite.call_id, "nobody@nowhere");
+    input(&mut ep, at(t0, 100), stray.as_bytes());
+    assert_eq!(sent(&mut ep).pop().and_then(|m| m.status()), Some(481));
+    let options = "OPTIONS sip:switchboard@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.9:5080;branch=z9hG4bKo1\r\n\
+        From: <sip:mon@127.0.0.1>;tag=m\r\nTo: <sip:switchboard@127.0.0.1>\r\nCall-ID: o1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    input(&mut ep, at(t0, 200), options.as_bytes());
+    let ok = sent(&mut ep).pop().expect("answer");
+    assert_eq!(ok.status(), Some(200));
+    assert!(ok.header("Allow").is_some_and(|a| a.contains("INVITE")));
+    assert_eq!(
+        ok.via.received.as_deref(),
+        Some("127.0.0.1"),
+        "sent-by differed from the source: received= is added"
+    );
+    assert!(ok.to.tag.is_some());
+}
+
+#[test]
+fn malformed_requests_get_400_with_the_reason_or_are_dropped() {
+    let (mut ep, t0) = endpoint(vec![]);
+    let no_cseq_number = "OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKm\r\n\
+        From: <sip:a@b>;tag=1\r\nTo: <sip:x@127.0.0.1>\r\nCall-ID: m1\r\nCSeq: OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    input(&mut ep, t0, no_cseq_number.as_bytes());
+    let t = ep.poll_transmit().expect("answered");
+    let text = String::from_utf8(t.payload).expect("text");
+    assert!(
+        text.starts_with("SIP/2.0 400 Bad Request (malformed CSeq header)"),
+        "{text}"
+    );
+    input(&mut ep, t0, b"\x00\xffgarbage\r\n\r\n");
+    assert!(ep.poll_transmit().is_none());
+    let stats = ep.stats();
+    assert_eq!((stats.rejected_malformed, stats.dropped_malformed), (1, 1));
+}
+
+#[test]
+fn no_common_codec_ends_the_call_with_a_clear_reason() {
+    let (mut ep, t0) = endpoint(vec![]);
+    let _ = call(&mut ep, t0, None);
+    let invite = sent(&mut ep).remove(0);
+    input(
+        &mut ep,
+        at(t0, 10),
+        &reply(
+            &invite,
+            200,
+            "Contact: <sip:bob@127.0.0.1:5080>\r\n",
+            &answer_sdp("18"),
+        ),
+    );
+    assert_eq!(
+        sent(&mut ep).iter().map(method).collect::<Vec<_>>(),
+        ["ACK", "BYE"]
+    );
+    assert_eq!(
+        events(&mut ep),
+        [CallEvent::Failed {
+            status: 488,
+            reason:
+                "answer unusable: no common codec (offered PCMU PCMA telephone-event, answered ?)"
+                    .into()
+        }]
+    );
+}
+
+#[test]
+fn options_mark_providers_up_and_down() {
+    let provider = Provider {
+        name: "TRUNK".into(),
+        address: far(),
+        transport: Transport::Udp,
+        username: None,
+        password: None,
+        keepalive: true,
+    };
+    let (mut ep, t0) = endpoint(vec![provider]);
+    advance(&mut ep, t0);
+    let options = sent(&mut ep).remove(0);
+    assert_eq!(method(&options), "OPTIONS");
+    input(&mut ep, at(t0, 5), &reply(&options, 200, "", ""));
+    assert_eq!(
+        ep.poll_event(),
+        Some(Event::Provider {
+            name: "TRUNK".into(),
+            up: true
+        })
+    );
+    // The next OPTIONS (30 s later) goes unanswered: down when timer F fires, 32 s after it.
+    advance(&mut ep, at(t0, 30_000 + 31_999));
+    assert_eq!(ep.provider_up("TRUNK"), Some(true));
+    advance(&mut ep, at(t0, 30_000 + 32_000));
+    assert_eq!(
+        ep.poll_event(),
+        Some(Event::Provider {
+            name: "TRUNK".into(),
+            up: false
+        })
+    );
+}

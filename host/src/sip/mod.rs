@@ -1,0 +1,51 @@
+//! SIP signalling: transports, transactions (RFC 3261 §17), dialogs, digest
+//! authentication and SDP, for placing calls through providers.
+//!
+//! The protocol core is sans-IO ([`Endpoint`], [`transaction`]): it takes
+//! bytes and the current time and returns bytes to send, events and its next
+//! deadline. [`driver`] runs it on tokio sockets and gives the rest of the
+//! host a small async API: [`SipService::place_call`], the call's
+//! [`CallEvent`] stream, and [`SipService::hangup`].
+
+pub mod digest;
+pub mod driver;
+pub mod endpoint;
+pub mod message;
+pub mod sdp;
+pub mod transaction;
+pub mod transport;
+
+pub use driver::{PlacedCall, SipService};
+pub use endpoint::{
+    CallEvent, CallId, CallRequest, Config, Endpoint, Event, Party, Provider, Stats, Transmit,
+};
+pub use message::Transport;
+pub use sdp::{AudioSdp, Codec, Direction};
+pub use transaction::Timers;
+
+/// Errors of the SIP module.
+#[derive(Debug, thiserror::Error)]
+pub enum SipError {
+    /// The target is not a SIP URI we can send to.
+    #[error("cannot call {0:?}: not a SIP URI with an IP address host (or name a provider)")]
+    BadTarget(String),
+    /// The provider is not in the configuration.
+    #[error("unknown provider {0:?}")]
+    UnknownProvider(String),
+    /// No listener of the transport and address family the destination needs.
+    #[error("no {0} listener for this destination's address family")]
+    NoListener(Transport),
+    /// Binding a socket failed.
+    #[error("cannot listen on {transport} {addr}: {source}")]
+    Bind {
+        /// The transport.
+        transport: Transport,
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The SIP task has stopped.
+    #[error("the SIP service has stopped")]
+    Stopped,
+}
