@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::SipError;
 use super::digest::Challenge;
+use super::message::SipUri;
 use super::message::{self, Message, NameAddr, StartLine, Transport, ip_of, split_list};
 use super::sdp::{AudioSdp, Codec};
 use super::transaction::{ClientTx, ClientVerdict, ServerTx, TimerOutput, Timers};
@@ -440,7 +441,7 @@ impl Endpoint {
 
     /// Starts a call. Events for it arrive through [`Self::poll_event`].
     pub fn place_call(&mut self, now: Instant, request: CallRequest) -> Result<CallId, SipError> {
-        let uri = rsip::Uri::try_from(request.target.as_str())
+        let uri = SipUri::parse(&request.target)
             .map_err(|_| SipError::BadTarget(request.target.clone()))?;
         let (dest, provider) = match &request.provider {
             Some(name) => {
@@ -575,7 +576,7 @@ impl Endpoint {
             .map(|n| n.uri);
         let target = first.or_else(|| call.remote_target.clone());
         target
-            .and_then(|t| rsip::Uri::try_from(t.as_str()).ok())
+            .and_then(|t| SipUri::parse(&t).ok())
             .and_then(|u| uri_dest(&u, call.dest.transport))
             .map(|d| Dest {
                 transport: call.dest.transport,
@@ -610,65 +611,44 @@ impl Endpoint {
         } else {
             call.target.clone()
         };
-        let uri = rsip::Uri::try_from(request_uri.as_str()).ok()?;
+        let uri = SipUri::parse(&request_uri).ok()?;
         let to = match (&call.remote_tag, in_dialog) {
             (Some(tag), true) => format!("<{}>;tag={tag}", call.remote_uri),
             _ => format!("<{}>", call.remote_uri),
         };
-        let mut headers = vec![
-            message::header(
-                "Via",
-                format!(
-                    "SIP/2.0/{} {};branch={branch};rport",
-                    dest.transport,
-                    Self::host_port(local)
-                ),
-            ),
-            message::header("Max-Forwards", "70"),
-            message::header(
-                "From",
-                format!("<{}>;tag={}", call.local_uri, call.local_tag),
-            ),
-            message::header("To", to),
-            message::header("Call-ID", call.call_id.clone()),
-            message::header("CSeq", format!("{} {method}", cseq.unwrap_or(call.cseq))),
-        ];
+        let mut text = String::with_capacity(512 + body.len());
+        let _ = write!(
+            text,
+            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/{} {};branch={branch};rport\r\nMax-Forwards: 70\r\n\
+             From: <{}>;tag={}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {} {method}\r\n",
+            dest.transport,
+            Self::host_port(local),
+            call.local_uri,
+            call.local_tag,
+            call.call_id,
+            cseq.unwrap_or(call.cseq),
+        );
         if in_dialog {
             for route in &call.route_set {
-                headers.push(message::header("Route", route.clone()));
+                let _ = write!(text, "Route: {route}\r\n");
             }
         }
         if matches!(method, rsip::Method::Invite) {
-            headers.push(message::header(
-                "Contact",
-                self.contact(local, dest.transport),
-            ));
-            headers.push(message::header(
-                "Allow",
-                "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO",
-            ));
+            let _ = write!(
+                text,
+                "Contact: {}\r\nAllow: INVITE, ACK, CANCEL, BYE, OPTIONS, INFO\r\n",
+                self.contact(local, dest.transport)
+            );
         }
         for (name, value) in extra {
-            headers.push(message::header(name, value.clone()));
+            let _ = write!(text, "{name}: {value}\r\n");
         }
-        headers.push(message::header(
-            "User-Agent",
-            self.config.user_agent.clone(),
-        ));
+        let _ = write!(text, "User-Agent: {}\r\n", self.config.user_agent);
         if !body.is_empty() {
-            headers.push(message::header("Content-Type", "application/sdp"));
+            text.push_str("Content-Type: application/sdp\r\n");
         }
-        headers.push(message::header("Content-Length", body.len().to_string()));
-        let request = rsip::Request {
-            method,
-            uri,
-            version: rsip::Version::V2,
-            headers: headers.into(),
-            body: body.to_vec(),
-        };
-        let mut out = request.to_string().into_bytes();
-        // rsip writes the body lossily as text; SDP is text, but keep bytes exact.
-        out.truncate(out.len() - String::from_utf8_lossy(body).len());
+        let _ = write!(text, "Content-Length: {}\r\n\r\n", body.len());
+        let mut out = text.into_bytes();
         out.extend_from_slice(body);
         Some(out)
     }
@@ -1816,25 +1796,11 @@ impl Endpoint {
 }
 
 /// Where a URI points: its host must be an IP address (no DNS here).
-fn uri_dest(uri: &rsip::Uri, default_transport: Transport) -> Option<Dest> {
-    let ip = match &uri.host_with_port.host {
-        rsip::Host::IpAddr(ip) => *ip,
-        rsip::Host::Domain(d) => ip_of(&d.to_string())?,
-    };
-    let port = uri
-        .host_with_port
-        .port
-        .as_ref()
-        .map(|p| *p.value())
-        .unwrap_or(5060);
-    let transport = match uri.transport() {
-        Some(rsip::Transport::Tcp) => Transport::Tcp,
-        Some(rsip::Transport::Udp) => Transport::Udp,
-        _ => default_transport,
-    };
+fn uri_dest(uri: &SipUri, default_transport: Transport) -> Option<Dest> {
+    let addr = uri.socket_addr()?;
     Some(Dest {
-        transport,
-        addr: SocketAddr::new(ip, port),
+        transport: uri.transport().unwrap_or(default_transport),
+        addr,
     })
 }
 

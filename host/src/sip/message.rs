@@ -6,12 +6,14 @@
 //! pulls out, once, everything the transaction and dialog layers key on: the
 //! top Via with its branch, Call-ID, tags and CSeq. Code above this module
 //! never re-checks those fields.
+//!
+//! URIs are read by [`SipUri`], not rsip: rsip 0.4 splits host and port at
+//! the first colon, so it cannot read IPv6 references (`sip:a@[::1]:5060`).
+//! rsip is handed the request line with a neutral URI for that reason.
 
 use std::fmt;
 use std::net::IpAddr;
 
-use rsip::Header;
-use rsip::headers::UntypedHeader;
 use rsip::message::HasHeaders;
 
 /// Messages larger than this are refused unless the configuration says otherwise.
@@ -282,6 +284,90 @@ pub fn split_list(value: &str) -> Vec<&str> {
     out
 }
 
+/// A `sip:` or `sips:` URI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipUri {
+    /// `sip` or `sips`.
+    pub scheme: String,
+    /// The user part, if any (a phone number for trunks).
+    pub user: Option<String>,
+    /// Host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// Port, if given.
+    pub port: Option<u16>,
+    /// URI parameters (`transport`, `lr`, ...).
+    pub params: Vec<(String, Option<String>)>,
+    text: String,
+}
+
+impl SipUri {
+    /// Reads a URI.
+    pub fn parse(text: &str) -> Result<Self, MessageError> {
+        let bad = || MessageError::Malformed("URI");
+        let text = text.trim();
+        let (scheme, rest) = text.split_once(':').ok_or_else(bad)?;
+        if !scheme.eq_ignore_ascii_case("sip") && !scheme.eq_ignore_ascii_case("sips") {
+            return Err(bad());
+        }
+        let rest = rest.split('?').next().unwrap_or_default();
+        let (user, host_part) = match rest.rsplit_once('@') {
+            Some((u, h)) if !u.is_empty() => (Some(u.to_string()), h),
+            Some(_) => return Err(bad()),
+            None => (None, rest),
+        };
+        if user
+            .as_deref()
+            .is_some_and(|u| u.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(bad());
+        }
+        let mut parts = host_part.split(';');
+        let (host, port) = split_host_port(parts.next().unwrap_or_default()).ok_or_else(bad)?;
+        let params = parts
+            .filter(|p| !p.is_empty())
+            .map(|p| match p.split_once('=') {
+                Some((k, v)) => (k.to_ascii_lowercase(), Some(v.to_string())),
+                None => (p.to_ascii_lowercase(), None),
+            })
+            .collect();
+        Ok(SipUri {
+            scheme: scheme.to_ascii_lowercase(),
+            user,
+            host,
+            port,
+            params,
+            text: text.to_string(),
+        })
+    }
+
+    /// The `transport` parameter, if it names one we speak.
+    pub fn transport(&self) -> Option<Transport> {
+        let (_, value) = self.params.iter().find(|(k, _)| k == "transport")?;
+        match value.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            Some("udp") => Some(Transport::Udp),
+            Some("tcp") => Some(Transport::Tcp),
+            _ => None,
+        }
+    }
+
+    /// Whether the URI has the `lr` (loose routing) parameter.
+    pub fn loose_route(&self) -> bool {
+        self.params.iter().any(|(k, _)| k == "lr")
+    }
+
+    /// The socket address, when the host is an IP address (we do no DNS).
+    pub fn socket_addr(&self) -> Option<std::net::SocketAddr> {
+        let ip = ip_of(&self.host)?;
+        Some(std::net::SocketAddr::new(ip, self.port.unwrap_or(5060)))
+    }
+}
+
+impl fmt::Display for SipUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
 /// The first line of a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartLine {
@@ -290,7 +376,7 @@ pub enum StartLine {
         /// The method, as rsip reads it.
         method: rsip::Method,
         /// The Request-URI.
-        uri: rsip::Uri,
+        uri: SipUri,
     },
     /// A response with its status code and reason phrase.
     Response {
@@ -567,14 +653,30 @@ pub fn parse(bytes: &[u8], limit: usize) -> Result<Message, Unusable> {
         text.push_str("\r\n");
     }
     text.push_str("\r\n");
+    let request_uri = if looks_like_request {
+        let uri_text = first.split(' ').nth(1).unwrap_or_default();
+        match SipUri::parse(uri_text) {
+            Ok(u) => Some(u),
+            Err(e) => return fail(e),
+        }
+    } else {
+        None
+    };
+    if let Some(uri) = &request_uri {
+        let neutral = first.replacen(&uri.to_string(), "sip:uri.invalid", 1);
+        text.replace_range(..first.len(), &neutral);
+    }
     let parsed = match rsip::SipMessage::try_from(text.as_str()) {
         Ok(m) => m,
         Err(_) => return fail(MessageError::StartLine),
     };
     let start = match &parsed {
-        rsip::SipMessage::Request(r) => StartLine::Request {
-            method: r.method,
-            uri: r.uri.clone(),
+        rsip::SipMessage::Request(r) => match request_uri {
+            Some(uri) => StartLine::Request {
+                method: r.method,
+                uri,
+            },
+            None => return fail(MessageError::StartLine),
         },
         rsip::SipMessage::Response(r) => {
             let status: u16 = r.status_code.code();
@@ -636,27 +738,6 @@ pub fn ip_of(host: &str) -> Option<IpAddr> {
         .ok()
 }
 
-/// Builds an rsip header from a name and value.
-pub fn header(name: &str, value: impl Into<String>) -> Header {
-    let value = value.into();
-    match name {
-        "Via" => Header::Via(rsip::headers::Via::new(value)),
-        "From" => Header::From(rsip::headers::From::new(value)),
-        "To" => Header::To(rsip::headers::To::new(value)),
-        "Call-ID" => Header::CallId(rsip::headers::CallId::new(value)),
-        "CSeq" => Header::CSeq(rsip::headers::CSeq::new(value)),
-        "Contact" => Header::Contact(rsip::headers::Contact::new(value)),
-        "Max-Forwards" => Header::MaxForwards(rsip::headers::MaxForwards::new(value)),
-        "Content-Length" => Header::ContentLength(rsip::headers::ContentLength::new(value)),
-        "Content-Type" => Header::ContentType(rsip::headers::ContentType::new(value)),
-        "Route" => Header::Route(rsip::headers::Route::new(value)),
-        "Record-Route" => Header::RecordRoute(rsip::headers::RecordRoute::new(value)),
-        "User-Agent" => Header::UserAgent(rsip::headers::UserAgent::new(value)),
-        "Allow" => Header::Allow(rsip::headers::Allow::new(value)),
-        _ => Header::Other(name.to_string(), value),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -703,6 +784,26 @@ mod tests {
         assert!(reply.contains("Call-ID: abc@host"));
         let e = parse(INVITE.as_bytes(), 100).expect_err("too big");
         assert_eq!(e.error.status(), 513);
+    }
+
+    #[test]
+    fn uris_with_ipv6_params_and_users() {
+        let u = SipUri::parse("sip:+4420;npdi@[::1]:5070;transport=TCP;lr").expect("valid");
+        assert_eq!(u.user.as_deref(), Some("+4420;npdi"));
+        assert_eq!(u.socket_addr(), Some("[::1]:5070".parse().expect("addr")));
+        assert_eq!(u.transport(), Some(Transport::Tcp));
+        assert!(u.loose_route());
+        assert_eq!(u.to_string(), "sip:+4420;npdi@[::1]:5070;transport=TCP;lr");
+        for bad in [
+            "tel:+44",
+            "sip:",
+            "sip:@host",
+            "sip:a b@host",
+            "sip:host:port",
+            "sip:[::1",
+        ] {
+            assert!(SipUri::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
