@@ -670,14 +670,8 @@ impl Endpoint {
                 self.cancel(now, id, outcome);
             }
             CallState::Answered => {
+                // `Ended` follows when the BYE transaction completes.
                 self.send_bye(now, id);
-                self.finish(
-                    id,
-                    CallEvent::Ended {
-                        by: Party::Local,
-                        reason: "hangup".into(),
-                    },
-                );
             }
             CallState::Done => {}
         }
@@ -891,7 +885,20 @@ impl Endpoint {
                 }
             }
             Purpose::Options(i) => self.provider_result(now, i, false),
-            Purpose::Bye | Purpose::Cancel => {
+            Purpose::Bye => {
+                if let Some(id) = call {
+                    let reason = "hangup (no response to BYE)".to_string();
+                    self.finish(
+                        id,
+                        CallEvent::Ended {
+                            by: Party::Local,
+                            reason,
+                        },
+                    );
+                    self.reap(id);
+                }
+            }
+            Purpose::Cancel => {
                 if let Some(id) = call {
                     self.reap(id);
                 }
@@ -1137,11 +1144,24 @@ impl Endpoint {
                     self.provider_result(now, i, status != 503);
                 }
             }
-            Purpose::Bye => {
-                if status == 401 || status == 407 {
-                    tracing::debug!("BYE challenged; the dialog is over on our side anyway");
+            Purpose::Bye if status >= 200 => {
+                if let Some(id) = call {
+                    // Any final answer ends the dialog (RFC 3261 §15.1.1), even a challenge.
+                    let reason = if status < 300 {
+                        "hangup".to_string()
+                    } else {
+                        format!("hangup (BYE answered {status})")
+                    };
+                    self.finish(
+                        id,
+                        CallEvent::Ended {
+                            by: Party::Local,
+                            reason,
+                        },
+                    );
                 }
             }
+            Purpose::Bye => {}
             Purpose::Cancel => {}
         }
         if status >= 200

@@ -61,6 +61,9 @@ pub enum MessageError {
     /// A version other than SIP/2.0.
     #[error("SIP Version Not Supported")]
     Version,
+    /// A Request-URI scheme other than `sip` or `sips`.
+    #[error("Unsupported URI Scheme ({0})")]
+    UnsupportedScheme(String),
     /// A well-formed request with a method we do not implement.
     #[error("Not Implemented (method {0})")]
     UnknownMethod(String),
@@ -73,6 +76,7 @@ impl MessageError {
             Self::TooLarge { .. } => 513,
             Self::Version => 505,
             Self::UnknownMethod(_) => 501,
+            Self::UnsupportedScheme(_) => 416,
             _ => 400,
         }
     }
@@ -133,16 +137,17 @@ impl Via {
     /// Reads one Via value (`SIP/2.0/UDP host:port;branch=...;rport`).
     pub fn parse(value: &str) -> Result<Self, MessageError> {
         let bad = MessageError::Malformed("Via");
-        let (proto, rest) = value
-            .trim()
-            .split_once(char::is_whitespace)
-            .ok_or(bad.clone())?;
-        let mut parts = proto.split('/').map(str::trim);
-        let (Some(name), Some(version), Some(transport), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
+        // sent-protocol allows whitespace around its slashes: `SIP / 2.0 / UDP`.
+        let mut parts = value.trim().splitn(3, '/');
+        let (Some(name), Some(version), Some(rest)) = (parts.next(), parts.next(), parts.next())
         else {
             return Err(bad);
         };
+        let (name, version) = (name.trim(), version.trim());
+        let (transport, rest) = rest
+            .trim_start()
+            .split_once(char::is_whitespace)
+            .ok_or(bad.clone())?;
         if !name.eq_ignore_ascii_case("SIP") || version != "2.0" || transport.is_empty() {
             return Err(bad);
         }
@@ -307,6 +312,15 @@ impl SipUri {
         let text = text.trim();
         let (scheme, rest) = text.split_once(':').ok_or_else(bad)?;
         if !scheme.eq_ignore_ascii_case("sip") && !scheme.eq_ignore_ascii_case("sips") {
+            let valid = !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+            if valid {
+                return Err(MessageError::UnsupportedScheme(
+                    scheme.chars().take(16).collect(),
+                ));
+            }
             return Err(bad());
         }
         let rest = rest.split('?').next().unwrap_or_default();
@@ -529,17 +543,23 @@ pub fn parse(bytes: &[u8], limit: usize) -> Result<Message, Unusable> {
     let first = lines.next().unwrap_or_default().to_string();
     let mut fields: Vec<(String, String)> = Vec::new();
     let mut bad_line = false;
+    // Unfold first: a header name may itself be followed by a folded line
+    // holding the colon (RFC 4475 §3.1.1.1).
+    let mut logical: Vec<String> = Vec::new();
     for line in lines {
         if line.starts_with([' ', '\t']) {
-            match fields.last_mut() {
-                Some((_, value)) => {
-                    value.push(' ');
-                    value.push_str(line.trim());
+            match logical.last_mut() {
+                Some(prev) => {
+                    prev.push(' ');
+                    prev.push_str(line.trim());
                 }
                 None => bad_line = true,
             }
             continue;
         }
+        logical.push(line.to_string());
+    }
+    for line in &logical {
         match line.split_once(':') {
             Some((name, value)) if is_token(name.trim()) => {
                 fields.push((long_name(name.trim()).to_string(), value.trim().to_string()))

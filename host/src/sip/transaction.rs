@@ -143,6 +143,7 @@ impl ClientTx {
     /// Stores the ACK for a non-2xx final response, to resend on retransmissions.
     pub fn set_ack(&mut self, ack: Vec<u8>) {
         self.ack = Some(ack);
+        self.request = Vec::new();
     }
 
     /// The stored ACK, if any.
@@ -170,6 +171,8 @@ impl ClientTx {
             }
             (Calling | Proceeding, true) if success => {
                 self.state = Accepted;
+                // Only the dialog's 2xx retransmissions matter from here on.
+                self.request = Vec::new();
                 self.retransmit = None;
                 self.give_up = None;
                 self.linger = Some(now + self.timers.t64());
