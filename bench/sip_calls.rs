@@ -1,17 +1,20 @@
 //! SIP call-setup benchmark against SIPp on loopback.
 //!
-//! Phase 1 (throughput): complete calls — INVITE / 100 / 180 / 200 / ACK,
-//! then BYE / 200 — from Switchboard's SIP stack to SIPp's built-in UAS
-//! (`bench/sip_uas.xml`: `sipp -sd uas` plus a 100 Trying), with a fixed number of calls in flight, as fast as both
-//! sides go. Prints calls per second, failed calls and setup latency.
+//! Phase 1 (capacity, first so the heap is fresh): establishes many dialogs
+//! and holds them all at once, reports the process's resident memory growth
+//! per dialog, and hangs them all up.
 //!
-//! Phase 2 (capacity): establishes many dialogs and holds them all at once,
-//! then reports the process's resident memory growth per dialog, and hangs
-//! them all up.
+//! Phase 2 (throughput): complete calls — INVITE / 100 / 180 / 200 / ACK,
+//! then BYE / 200 — from Switchboard's SIP stack to SIPp as UAS
+//! (`bench/sip_uas.xml`: `sipp -sd uas` plus a 100 Trying), with a fixed
+//! number of calls in flight, as fast as both sides go. Prints calls per
+//! second, failed calls and setup latency (INVITE sent to 200 received).
 //!
 //! Run with `cargo bench -p switchboard --bench sip_calls` (add `-- --quick`
 //! for a short smoke run; the test script does that). Both processes share
 //! this machine's two cores, so the figure is for Switchboard and SIPp together.
+//! Options: `--calls N`, `--window N` (calls in flight), `--held N`;
+//! `SIPP_ARGS=...` adds SIPp arguments.
 
 use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
@@ -36,16 +39,19 @@ fn start_sipp() -> (Sipp, u16) {
         .map(|a| a.port())
         .unwrap_or(5099);
     let child = Command::new("sipp")
+        .arg("-sf")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/sip_uas.xml"))
+        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-nostdin"])
+        // Read many datagrams per loop, big socket buffers, and no cap on open
+        // calls: SIPp silently ignores an INVITE it dropped once (it keeps dead
+        // Call-IDs), so any drop on its side becomes a 32 s Timer B failure here.
         .args([
-            "-sn",
-            "uas",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-nostdin",
             "-max_recv_loops",
             "10000",
+            "-buff_size",
+            "16777216",
+            "-l",
+            "1000000",
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -115,11 +121,22 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let (calls, window, held) = if quick {
-        (300, 50, 200)
+    let (mut calls, mut window, mut held) = if quick {
+        (300, 20, 200)
     } else {
-        (20_000, 200, 10_000)
+        (20_000, 50, 10_000)
     };
+    // `--calls N`, `--window N` (calls in flight) and `--held N` override the defaults.
+    let args: Vec<String> = std::env::args().collect();
+    for pair in args.windows(2) {
+        let n = pair[1].parse().ok();
+        match (pair[0].as_str(), n) {
+            ("--calls", Some(n)) => calls = n,
+            ("--window", Some(n)) => window = n,
+            ("--held", Some(n)) => held = n,
+            _ => {}
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -141,8 +158,65 @@ fn main() {
         for i in 0..20 {
             let _ = one_call(sip.clone(), port, i).await;
         }
+        tokio::time::sleep(Duration::from_millis(200)).await;
 
-        println!("phase 1: {calls} complete calls (INVITE/100/180/200/ACK + BYE/200), {window} in flight, SIPp UAS on loopback");
+        // Phase 1 (on a fresh heap, so the growth is the dialogs'): hold many at once.
+        println!("phase 1: {held} dialogs established and held at once");
+        let before = rss_bytes();
+        let started = Instant::now();
+        let mut live = Vec::with_capacity(held);
+        let mut pending = Vec::with_capacity(window);
+        for i in 0..held {
+            pending.push(sip.place_call(request(port, 100_000 + i)).await);
+            if pending.len() < window && i + 1 < held {
+                continue;
+            }
+            for placed in pending.drain(..) {
+                let Ok(mut call) = placed else { continue };
+                loop {
+                    match call.events.recv().await {
+                        Some(CallEvent::Answered { .. }) => {
+                            live.push(call);
+                            break;
+                        }
+                        Some(CallEvent::Failed { .. }) | None => break,
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+        let up_in = started.elapsed();
+        let with_transactions = rss_bytes();
+        // The INVITE transactions linger 64·T1 (32 s) to absorb 2xx retransmissions;
+        // after that only the dialogs remain.
+        tokio::time::sleep(Duration::from_secs(if quick { 1 } else { 33 })).await;
+        let after = rss_bytes();
+        let per = |rss: u64| rss.saturating_sub(before) as f64 / live.len().max(1) as f64;
+        println!(
+            "  {} dialogs up in {:.2} s; RSS {:.1} MiB before, {:.1} MiB with their INVITE transactions ({:.0} B/dialog), {:.1} MiB after those expired ({:.0} B/dialog)",
+            live.len(),
+            up_in.as_secs_f64(),
+            before as f64 / 1048576.0,
+            with_transactions as f64 / 1048576.0,
+            per(with_transactions),
+            after as f64 / 1048576.0,
+            per(after),
+        );
+        for call in &live {
+            sip.hangup(call.id);
+        }
+        let mut ended = 0;
+        for mut call in live {
+            while let Some(e) = call.events.recv().await {
+                if matches!(e, CallEvent::Ended { .. }) {
+                    ended += 1;
+                    break;
+                }
+            }
+        }
+        println!("  {ended} hung up (BYE answered)");
+
+        println!("phase 2: {calls} complete calls (INVITE/100/180/200/ACK + BYE/200), {window} in flight, SIPp UAS on loopback");
         let limit = Arc::new(Semaphore::new(window));
         let started = Instant::now();
         let mut tasks = Vec::with_capacity(calls);
@@ -186,60 +260,16 @@ fn main() {
             println!("  first failure: {first}");
         }
         if let Ok(stats) = sip.stats().await {
-            println!("  stack: sent {} received {} retransmissions {} stray {}", stats.sent, stats.received, stats.retransmissions, stats.stray_responses);
+            println!(
+                "  stack: sent {} received {} retransmissions {} stray {} malformed {}",
+                stats.sent,
+                stats.received,
+                stats.retransmissions,
+                stats.stray_responses,
+                stats.dropped_malformed + stats.rejected_malformed
+            );
         }
-
-        // Phase 2: let the phase-1 transactions expire (64·T1), then hold many dialogs.
-        tokio::time::sleep(Duration::from_secs(if quick { 1 } else { 33 })).await;
-        println!("phase 2: {held} dialogs established and held at once");
-        let before = rss_bytes();
-        let mut live = Vec::with_capacity(held);
-        let started = Instant::now();
-        let mut pending = Vec::with_capacity(held);
-        for i in 0..held {
-            pending.push(sip.place_call(request(port, 100_000 + i)).await);
-            if pending.len() >= window || i + 1 == held {
-                for placed in pending.drain(..) {
-                    let Ok(mut call) = placed else { continue };
-                    loop {
-                        match call.events.recv().await {
-                            Some(CallEvent::Answered { .. }) => {
-                                live.push(call);
-                                break;
-                            }
-                            Some(CallEvent::Failed { .. }) | None => break,
-                            Some(_) => {}
-                        }
-                    }
-                }
-            }
-        }
-        // Let the INVITE transactions leave the Accepted state so only dialogs remain.
-        tokio::time::sleep(Duration::from_secs(if quick { 1 } else { 33 })).await;
-        let after = rss_bytes();
-        let active = sip.stats().await.map(|s| s.calls_active).unwrap_or(0);
-        println!(
-            "  {} dialogs up in {:.2} s ({active} tracked by the stack); RSS {:.1} MiB -> {:.1} MiB: {:.0} bytes per dialog",
-            live.len(),
-            started.elapsed().as_secs_f64(),
-            before as f64 / 1048576.0,
-            after as f64 / 1048576.0,
-            after.saturating_sub(before) as f64 / live.len().max(1) as f64,
-        );
-        for call in &live {
-            sip.hangup(call.id);
-        }
-        let mut ended = 0;
-        for mut call in live {
-            while let Some(e) = call.events.recv().await {
-                if matches!(e, CallEvent::Ended { .. }) {
-                    ended += 1;
-                    break;
-                }
-            }
-        }
-        println!("  {ended} hung up");
-        if !failures.is_empty() {
+        if !failures.is_empty() || ended < held {
             std::process::exit(1);
         }
     });

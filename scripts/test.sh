@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets up everything the tests need and runs the whole suite: formatting,
 # lints, the guests' and the host's unit tests, the integration tests (which
-# load real plugins, hostile ones included, and run the `switchboard`
-# binary), and a short smoke run of the benchmarks.
+# load real plugins, hostile ones included, run the `switchboard` binary, and
+# place SIP calls to SIPp on loopback), and a short smoke run of the
+# benchmarks. Installs SIPp (sip-tester) with apt-get when it is missing.
 #
 # Works on a fresh machine: rust-toolchain.toml makes rustup install the
 # pinned toolchain and the wasm32-wasip2 target on first use, and
@@ -18,6 +19,14 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
 fi
 
+step "test peers: SIPp (Debian package sip-tester)"
+if ! command -v sipp >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ]; then as_root=(); else as_root=(sudo); fi
+    "${as_root[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq sip-tester >/dev/null
+fi
+sipp -v 2>&1 | grep -m1 SIPp
+
 step "formatting"
 cargo fmt --all -- --check
 
@@ -27,9 +36,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "unit and integration tests"
 cargo test --workspace --locked
 
-step "benchmark smoke run (figures for BENCHMARKS.md come from: cargo bench -p switchboard --bench plugins)"
+step "benchmark smoke runs (figures for BENCHMARKS.md come from: cargo bench -p switchboard --bench plugins / --bench sip_calls)"
 # --workspace keeps feature unification identical to the step above, so
 # nothing is rebuilt.
 cargo test --workspace --bench plugins --locked -- --quick
+cargo test --workspace --bench sip_calls --locked -- --quick
 
 step "all tests passed"

@@ -8,5 +8,6 @@
 #![warn(missing_docs)]
 
 pub mod chat;
+pub mod config;
 pub mod plugin;
 pub mod sip;
