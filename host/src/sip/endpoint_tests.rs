@@ -610,3 +610,94 @@ fn options_mark_providers_up_and_down() {
         })
     );
 }
+
+#[test]
+fn early_media_from_183_then_answer() {
+    let (mut ep, t0) = endpoint(vec![]);
+    let _ = call(&mut ep, t0, None);
+    let invite = sent(&mut ep).remove(0);
+    input(
+        &mut ep,
+        at(t0, 10),
+        &reply(
+            &invite,
+            183,
+            "",
+            &answer_sdp("0 101\r\na=rtpmap:101 telephone-event/8000"),
+        ),
+    );
+    input(&mut ep, at(t0, 20), &reply(&invite, 180, "", ""));
+    input(
+        &mut ep,
+        at(t0, 30),
+        &reply(
+            &invite,
+            200,
+            "Contact: <sip:bob@127.0.0.1:5080>\r\n",
+            &answer_sdp("0"),
+        ),
+    );
+    let ev = events(&mut ep);
+    assert!(
+        matches!(&ev[0], CallEvent::EarlyMedia { sdp } if sdp.port == 40000 && sdp.telephone_event() == Some(101)),
+        "{ev:?}"
+    );
+    assert_eq!(ev[1], CallEvent::Ringing);
+    assert!(matches!(
+        &ev[2],
+        CallEvent::Answered {
+            codec: Codec::Pcmu,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn tcp_calls_use_tcp_and_no_retransmission_timers() {
+    let now = Instant::now();
+    let local = SocketAddr::from(([127, 0, 0, 1], T0_PORT));
+    let provider = Provider {
+        name: "TCP".into(),
+        address: far(),
+        transport: Transport::Tcp,
+        username: None,
+        password: None,
+        keepalive: false,
+    };
+    let config = Config {
+        providers: vec![provider],
+        ..Config::default()
+    };
+    let mut ep = Endpoint::new(
+        config,
+        vec![(Transport::Udp, local), (Transport::Tcp, local)],
+        now,
+    );
+    let request = CallRequest {
+        target: format!("sip:bob@{FAR}"),
+        provider: Some("TCP".into()),
+        offer: offer(),
+        ring_timeout: None,
+        caller: None,
+    };
+    let _ = ep.place_call(now, request).expect("placed");
+    let t = ep.poll_transmit().expect("INVITE");
+    assert_eq!(t.transport, Transport::Tcp);
+    let invite = message::parse(&t.payload, usize::MAX).expect("valid");
+    assert_eq!(invite.via.transport, "TCP");
+    assert!(
+        invite
+            .header("Contact")
+            .is_some_and(|c| c.contains("transport=tcp"))
+    );
+    advance(&mut ep, now + Duration::from_secs(31));
+    assert!(
+        ep.poll_transmit().is_none(),
+        "no timer A on a reliable transport"
+    );
+    advance(&mut ep, now + Duration::from_secs(32));
+    assert!(
+        matches!(events(&mut ep)[..], [CallEvent::Failed { status: 408, .. }]),
+        "timer B still runs"
+    );
+}
