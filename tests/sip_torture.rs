@@ -77,7 +77,7 @@ fn every_torture_message_gets_the_expected_treatment() {
         let problem = match prefix {
             "ok" => match (&parsed, &answer) {
                 (Err(e), _) => Some(format!("should parse, got {}", e.error)),
-                (Ok(_), Some((status, line))) if matches!(status, 400 | 416 | 501 | 505 | 513) => {
+                (Ok(_), Some((400 | 416 | 501 | 505 | 513, line))) => {
                     Some(format!("valid but answered as malformed: {line}"))
                 }
                 (Ok(_), None) if !is_response => Some("a valid request got no answer".to_string()),

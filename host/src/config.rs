@@ -81,6 +81,17 @@ impl Config {
                 t.t1_ms, t.t2_ms
             ));
         }
+        if t.t1_ms > 60_000 || t.t2_ms > 600_000 || t.t4_ms > 600_000 {
+            return invalid(
+                "sip.timers: t1_ms is at most 60000, t2_ms and t4_ms at most 600000".into(),
+            );
+        }
+        if !(1..=86_400).contains(&sip.options_interval_secs) {
+            return invalid(format!(
+                "sip.options_interval_secs = {} is not between 1 and 86400",
+                sip.options_interval_secs
+            ));
+        }
         if sip.max_message_bytes < 1500 {
             return invalid(format!(
                 "sip.max_message_bytes = {} is below 1500",

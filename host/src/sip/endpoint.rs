@@ -316,6 +316,9 @@ pub struct Endpoint {
     stats: Stats,
 }
 
+/// Longest ring timeout honoured; longer ones are cut to this.
+const MAX_RING: Duration = Duration::from_secs(24 * 3600);
+
 fn token() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
@@ -489,8 +492,8 @@ impl Endpoint {
             cancel_sent: false,
             cancel_outcome: None,
             cancel_deadline: None,
-            ring_deadline: request.ring_timeout.map(|t| now + t),
-            ring_timeout: request.ring_timeout.unwrap_or_default(),
+            ring_deadline: request.ring_timeout.map(|t| now + t.min(MAX_RING)),
+            ring_timeout: request.ring_timeout.unwrap_or_default().min(MAX_RING),
             route_set: Vec::new(),
             remote_target: None,
             offer: request.offer,
@@ -992,7 +995,7 @@ impl Endpoint {
         if state.next_ping > now {
             return;
         }
-        let interval = Duration::from_secs(self.config.options_interval_secs.max(1));
+        let interval = Duration::from_secs(self.config.options_interval_secs.clamp(1, 86_400));
         state.next_ping = now + interval;
         self.schedule(now + interval, TimerRef::Provider(i));
         let Some(state) = self.providers.get_mut(i) else {

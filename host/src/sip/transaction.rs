@@ -33,17 +33,17 @@ impl Default for Timers {
 }
 
 impl Timers {
-    /// T1.
+    /// T1 (1 ms to 60 s, whatever the configuration says).
     pub fn t1(&self) -> Duration {
-        Duration::from_millis(self.t1_ms.max(1))
+        Duration::from_millis(self.t1_ms.clamp(1, 60_000))
     }
-    /// T2.
+    /// T2 (1 ms to 600 s).
     pub fn t2(&self) -> Duration {
-        Duration::from_millis(self.t2_ms.max(1))
+        Duration::from_millis(self.t2_ms.clamp(1, 600_000))
     }
-    /// T4.
+    /// T4 (at most 600 s).
     pub fn t4(&self) -> Duration {
-        Duration::from_millis(self.t4_ms)
+        Duration::from_millis(self.t4_ms.min(600_000))
     }
     /// 64·T1: timers B, F, H, J and the 2xx retransmission limit.
     pub fn t64(&self) -> Duration {
