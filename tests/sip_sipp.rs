@@ -190,6 +190,25 @@ fn answered(e: &CallEvent) -> bool {
     matches!(e, CallEvent::Answered { .. })
 }
 
+/// Places a call, expects it answered, hangs up and expects the BYE answered.
+async fn answer_and_hang_up(sip: &SipService, request: CallRequest) {
+    let mut call = sip.place_call(request).await.expect("placed");
+    let events = until(&mut call, answered).await;
+    assert!(
+        matches!(events.last(), Some(CallEvent::Answered { .. })),
+        "{events:?}"
+    );
+    sip.hangup(call.id);
+    let end = until(&mut call, |_| false).await;
+    assert_eq!(
+        end,
+        [CallEvent::Ended {
+            by: Party::Local,
+            reason: "hangup".into()
+        }]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answered_then_we_hang_up_with_route_set() {
     let sipp = Sipp::server("answer.xml", &["-m", "1"]);
@@ -288,17 +307,7 @@ async fn challenged_call(scenario: &str) {
     trunk.username = Some("alice".into());
     trunk.password = Some("s3cret".into());
     let sip = SipService::start(config(vec![trunk])).await.expect("start");
-    let mut call = sip
-        .place_call(request(sipp.uri("+442071234567"), Some("TRUNK")))
-        .await
-        .expect("placed");
-    let events = until(&mut call, answered).await;
-    assert!(
-        matches!(events.last(), Some(CallEvent::Answered { .. })),
-        "{events:?}"
-    );
-    sip.hangup(call.id);
-    until(&mut call, |_| false).await;
+    answer_and_hang_up(&sip, request(sipp.uri("+442071234567"), Some("TRUNK"))).await;
     sipp.succeeded();
 }
 
@@ -397,17 +406,7 @@ async fn tcp_transport() {
     let sip = SipService::start(config(vec![provider("TCP", sipp.addr(), Transport::Tcp)]))
         .await
         .expect("start");
-    let mut call = sip
-        .place_call(request(sipp.uri("+442071234567"), Some("TCP")))
-        .await
-        .expect("placed");
-    let events = until(&mut call, answered).await;
-    assert!(
-        matches!(events.last(), Some(CallEvent::Answered { .. })),
-        "{events:?}"
-    );
-    sip.hangup(call.id);
-    until(&mut call, |_| false).await;
+    answer_and_hang_up(&sip, request(sipp.uri("+442071234567"), Some("TCP"))).await;
     sipp.succeeded();
 }
 
@@ -419,14 +418,7 @@ async fn ipv6_udp() {
     let sip = SipService::start(cfg).await.expect("start");
     let mut req = request(sipp.uri("+442071234567"), None);
     req.offer = AudioSdp::offer("::1".parse().expect("ip"), 30000, 1);
-    let mut call = sip.place_call(req).await.expect("placed");
-    let events = until(&mut call, answered).await;
-    assert!(
-        matches!(events.last(), Some(CallEvent::Answered { .. })),
-        "{events:?}"
-    );
-    sip.hangup(call.id);
-    until(&mut call, |_| false).await;
+    answer_and_hang_up(&sip, req).await;
     sipp.succeeded();
 }
 

@@ -1423,7 +1423,7 @@ impl Endpoint {
         });
         match (call, request.to.tag.is_some(), method) {
             (Some(id), _, _) => self.in_dialog(now, &key, id, method, request, from),
-            (None, true, _) => {
+            (None, true, _) | (None, false, rsip::Method::Bye) => {
                 self.stats.unknown_dialog += 1;
                 self.respond(
                     now,
@@ -1448,19 +1448,6 @@ impl Endpoint {
                     from,
                     403,
                     "Forbidden (this service places calls, it does not take them)",
-                    &[],
-                    &[],
-                );
-            }
-            (None, false, rsip::Method::Bye) => {
-                self.stats.unknown_dialog += 1;
-                self.respond(
-                    now,
-                    &key,
-                    &request,
-                    from,
-                    481,
-                    "Call/Transaction Does Not Exist",
                     &[],
                     &[],
                 );
