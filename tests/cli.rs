@@ -225,3 +225,46 @@ fn plugin_run_tries_each_slot_offline() {
         String::from_utf8_lossy(&output.stderr).contains("replies input must be an event as JSON")
     );
 }
+
+/// `switchboard sip call` against SIPp's built-in UAS on loopback.
+#[test]
+fn sip_call_against_sipp() {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("probe")
+        .port();
+    let mut sipp = Command::new("sipp")
+        .args([
+            "-sn",
+            "uas",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-m",
+            "1",
+            "-nostdin",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp starts (scripts/test.sh installs sip-tester)");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let target = format!("sip:+442071234567@127.0.0.1:{port}");
+    let output = switchboard(&["sip", "call", &target, "--talk", "0"], "");
+    let _ = sipp.kill();
+    let _ = sipp.wait();
+    let text = stdout(&output);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        text.contains("Ringing") && text.contains("Answered") && text.contains("Ended { by: Local"),
+        "{text}"
+    );
+    let refused = switchboard(&["sip", "call", "tel:+44"], "");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("cannot call \"tel:+44\""),
+        "{refused:?}"
+    );
+}

@@ -1,4 +1,4 @@
-//! The `switchboard` command: the demo, and tools for plugin authors.
+//! The `switchboard` command: the demo, tools for plugin authors, and a SIP test call.
 
 use std::io::{self, BufRead};
 use std::path::PathBuf;
@@ -33,6 +33,36 @@ enum Top {
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
+    },
+    /// Tools for the SIP stack.
+    Sip {
+        #[command(subcommand)]
+        command: SipCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SipCommand {
+    /// Place one call, print its events, hang up after --talk seconds.
+    /// Exit status 0 means it was answered and ended cleanly.
+    Call {
+        /// Request-URI, e.g. sip:+442071234567@127.0.0.1:5080.
+        target: String,
+        /// A configuration file (its [sip] section: listeners, timers, providers).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Send through this provider from the configuration.
+        #[arg(long)]
+        provider: Option<String>,
+        /// UDP listen address when no configuration is given.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// Seconds to stay on the call once answered.
+        #[arg(long, default_value_t = 2)]
+        talk: u64,
+        /// Seconds to let it ring before cancelling.
+        #[arg(long, default_value_t = 30)]
+        ring: u64,
     },
 }
 
@@ -96,7 +126,80 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     sender,
                 },
         } => try_run(slot, &file, input, sender),
+        Top::Sip {
+            command:
+                SipCommand::Call {
+                    target,
+                    config,
+                    provider,
+                    listen,
+                    talk,
+                    ring,
+                },
+        } => sip_call(target, config, provider, listen, talk, ring),
     }
+}
+
+fn sip_call(
+    target: String,
+    config: Option<PathBuf>,
+    provider: Option<String>,
+    listen: std::net::SocketAddr,
+    talk: u64,
+    ring: u64,
+) -> anyhow::Result<ExitCode> {
+    use std::time::Duration;
+    use switchboard::sip::{AudioSdp, CallEvent, CallRequest, SipService};
+
+    let sip_config = match &config {
+        Some(path) => switchboard::config::Config::load(path)?.sip,
+        None => switchboard::sip::Config {
+            udp: vec![listen],
+            ..Default::default()
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let sip = SipService::start(sip_config).await?;
+        let local = sip
+            .local_addrs()
+            .first()
+            .map(|(_, a)| a.ip())
+            .unwrap_or(listen.ip());
+        for (transport, addr) in sip.local_addrs() {
+            println!("listening on {transport} {addr}");
+        }
+        // No media yet: the offer names a port nothing listens on.
+        let request = CallRequest {
+            target,
+            provider,
+            offer: AudioSdp::offer(local, 40_000, 1),
+            ring_timeout: Some(Duration::from_secs(ring)),
+            caller: None,
+        };
+        let mut call = sip.place_call(request).await?;
+        let mut answered = false;
+        while let Some(event) = call.events.recv().await {
+            println!("{event:?}");
+            match event {
+                CallEvent::Answered { .. } => {
+                    answered = true;
+                    tokio::time::sleep(Duration::from_secs(talk)).await;
+                    sip.hangup(call.id);
+                }
+                CallEvent::Failed { .. } => return Ok(ExitCode::FAILURE),
+                CallEvent::Ended { .. } => break,
+                _ => {}
+            }
+        }
+        Ok(if answered {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
+    })
 }
 
 fn demo(plugins: Option<PathBuf>, sender: &str) -> anyhow::Result<ExitCode> {
