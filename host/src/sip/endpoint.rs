@@ -767,7 +767,9 @@ impl Endpoint {
         else {
             return;
         };
-        let dest = self.dialog_dest_of(id);
+        let Some(dest) = self.dialog_dest_of(id) else {
+            return;
+        };
         let key = client_key(&branch, rsip::Method::Bye);
         if let Some(call) = self.calls.get_mut(&id) {
             call.bye_key = Some(key.clone());
@@ -775,14 +777,8 @@ impl Endpoint {
         self.start_client(now, key, bytes, dest, Some(id), Purpose::Bye);
     }
 
-    fn dialog_dest_of(&self, id: CallId) -> Dest {
-        match self.calls.get(&id) {
-            Some(call) => self.dialog_dest(call),
-            None => Dest {
-                transport: Transport::Udp,
-                addr: SocketAddr::from(([127, 0, 0, 1], 9)),
-            },
-        }
+    fn dialog_dest_of(&self, id: CallId) -> Option<Dest> {
+        self.calls.get(&id).map(|call| self.dialog_dest(call))
     }
 
     /// Emits the call's final event once.
@@ -981,7 +977,9 @@ impl Endpoint {
             pending.interval = (pending.interval * 2).min(self.config.timers.t2());
             pending.next = now + pending.interval;
             let (bytes, at) = (pending.bytes.clone(), pending.next.min(pending.give_up));
-            let dest = self.dialog_dest_of(id);
+            let Some(dest) = self.dialog_dest_of(id) else {
+                return;
+            };
             self.stats.retransmissions += 1;
             self.send(dest, bytes);
             self.schedule(at, TimerRef::Call(id));
@@ -1314,8 +1312,7 @@ impl Endpoint {
         // ACK every 2xx, even one we will end at once.
         let branch = format!("z9hG4bK{}", token());
         let ack = self.build_request(id, rsip::Method::Ack, &branch, Some(cseq), &[], &[]);
-        let dest = self.dialog_dest_of(id);
-        if let Some(ack) = ack {
+        if let (Some(ack), Some(dest)) = (ack, self.dialog_dest_of(id)) {
             if let Some(call) = self.calls.get_mut(&id) {
                 call.ack = Some((ack.clone(), dest));
             }
