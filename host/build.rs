@@ -31,6 +31,12 @@ const EMBEDDED: &[(&str, &str)] = &[
 
 /// What the outer build sets that must not leak into the nested one.
 const SCRUBBED: &[&str] = &[
+    // The guests always build with the toolchain rust-toolchain.toml pins
+    // (it has the wasm32-wasip2 target), even when the host is built by
+    // another one, e.g. `cargo +nightly fuzz`: the nested cargo then finds
+    // `rustc` through rustup, which reads rust-toolchain.toml.
+    "RUSTUP_TOOLCHAIN",
+    "RUSTC",
     "RUSTC_WRAPPER",
     "RUSTC_WORKSPACE_WRAPPER",
     "RUSTFLAGS",
