@@ -1422,16 +1422,7 @@ impl Endpoint {
             (Some(id), _, _) => self.in_dialog(now, &key, id, method, request, from),
             (None, true, _) | (None, false, rsip::Method::Bye) => {
                 self.stats.unknown_dialog += 1;
-                self.respond(
-                    now,
-                    &key,
-                    &request,
-                    from,
-                    481,
-                    "Call/Transaction Does Not Exist",
-                    &[],
-                    &[],
-                );
+                self.respond_481(now, &key, &request, from);
             }
             (None, false, rsip::Method::Options) => {
                 let extra = [("Accept".to_string(), "application/sdp".to_string())];
@@ -1496,25 +1487,13 @@ impl Endpoint {
 
     fn handle_cancel(&mut self, now: Instant, key: &str, request: &Message, from: SocketAddr) {
         let invite_key = Self::server_key(request, rsip::Method::Invite);
-        let Some(invite) = self.servers.get(&invite_key) else {
-            self.respond(
-                now,
-                key,
-                request,
-                from,
-                481,
-                "Call/Transaction Does Not Exist",
-                &[],
-                &[],
-            );
+        if !self.servers.contains_key(&invite_key) {
+            self.respond_481(now, key, request, from);
             return;
-        };
-        let pending = !invite.tx.completed();
-        self.respond(now, key, request, from, 200, "OK", &[], &[]);
-        if pending {
-            // Only re-INVITEs reach here, and we answer those at once; nothing to cancel.
-            tracing::debug!("CANCEL for an INVITE still in progress");
         }
+        // Only re-INVITEs reach a server INVITE transaction here, and they are
+        // answered at once: there is never anything left to cancel.
+        self.respond(now, key, request, from, 200, "OK", &[], &[]);
     }
 
     fn in_dialog(
@@ -1599,16 +1578,7 @@ impl Endpoint {
             return;
         };
         if call.state != CallState::Answered || call.finished {
-            self.respond(
-                now,
-                key,
-                &request,
-                from,
-                481,
-                "Call/Transaction Does Not Exist",
-                &[],
-                &[],
-            );
+            self.respond_481(now, key, &request, from);
             return;
         }
         if call.pending_2xx.is_some() {
@@ -1688,6 +1658,20 @@ impl Endpoint {
         self.schedule(
             if reliable { give_up } else { now + t1 },
             TimerRef::Call(id),
+        );
+    }
+
+    /// Answers a request that belongs to no dialog or transaction we know.
+    fn respond_481(&mut self, now: Instant, key: &str, request: &Message, from: SocketAddr) {
+        self.respond(
+            now,
+            key,
+            request,
+            from,
+            481,
+            "Call/Transaction Does Not Exist",
+            &[],
+            &[],
         );
     }
 
