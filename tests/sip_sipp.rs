@@ -201,6 +201,20 @@ fn answered(e: &CallEvent) -> bool {
     matches!(e, CallEvent::Answered { .. })
 }
 
+/// Places one call to a SIPp scenario and returns every event of it, once
+/// SIPp has counted the call a success.
+async fn whole_call(scenario: &str) -> Vec<CallEvent> {
+    let sipp = Sipp::server(scenario, &["-m", "1"]);
+    let sip = SipService::start(config(vec![])).await.expect("start");
+    let mut call = sip
+        .place_call(request(sipp.uri("+442071234567"), None))
+        .await
+        .expect("placed");
+    let events = until(&mut call, |_| false).await;
+    sipp.succeeded();
+    events
+}
+
 /// Places a call, expects it answered, hangs up and expects the BYE answered.
 async fn answer_and_hang_up(sip: &SipService, request: CallRequest) {
     let mut call = sip.place_call(request).await.expect("placed");
@@ -249,13 +263,7 @@ async fn answered_then_we_hang_up_with_route_set() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_486() {
-    let sipp = Sipp::server("busy.xml", &["-m", "1"]);
-    let sip = SipService::start(config(vec![])).await.expect("start");
-    let mut call = sip
-        .place_call(request(sipp.uri("+442071234567"), None))
-        .await
-        .expect("placed");
-    let events = until(&mut call, |_| false).await;
+    let events = whole_call("busy.xml").await;
     assert_eq!(
         events,
         [
@@ -266,18 +274,11 @@ async fn busy_486() {
             }
         ]
     );
-    sipp.succeeded();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decline_603() {
-    let sipp = Sipp::server("decline.xml", &["-m", "1"]);
-    let sip = SipService::start(config(vec![])).await.expect("start");
-    let mut call = sip
-        .place_call(request(sipp.uri("+442071234567"), None))
-        .await
-        .expect("placed");
-    let events = until(&mut call, |_| false).await;
+    let events = whole_call("decline.xml").await;
     assert_eq!(
         events.last(),
         Some(&CallEvent::Failed {
@@ -285,7 +286,6 @@ async fn decline_603() {
             reason: "Decline".into()
         })
     );
-    sipp.succeeded();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -338,13 +338,7 @@ async fn www_challenge_401_verified_by_sipp_then_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn far_end_holds_moves_and_hangs_up() {
-    let sipp = Sipp::server("remote_bye.xml", &["-m", "1"]);
-    let sip = SipService::start(config(vec![])).await.expect("start");
-    let mut call = sip
-        .place_call(request(sipp.uri("+442071234567"), None))
-        .await
-        .expect("placed");
-    let events = until(&mut call, |_| false).await;
+    let events = whole_call("remote_bye.xml").await;
     let changes: Vec<&AudioSdp> = events
         .iter()
         .filter_map(|e| match e {
@@ -363,7 +357,6 @@ async fn far_end_holds_moves_and_hangs_up() {
             reason: "remote hangup".into()
         })
     );
-    sipp.succeeded();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
