@@ -9,5 +9,6 @@
 
 pub mod chat;
 pub mod config;
+pub mod media;
 pub mod plugin;
 pub mod sip;
