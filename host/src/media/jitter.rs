@@ -60,6 +60,9 @@ pub struct JitterStats {
     pub concealed: u64,
     /// Frames played from received audio.
     pub played: u64,
+    /// Of those, frames with a gap (part of a lost packet) filled by
+    /// concealment.
+    pub partly_concealed: u64,
     /// Times the buffer started again (far end silent, or a jump in time).
     pub restarts: u64,
     /// Samples skipped to bring the delay back to the target.
@@ -254,7 +257,12 @@ impl JitterBuffer {
         };
         let end = playout + FRAME_SAMPLES as i64;
         let mut found = 0usize;
-        out.fill(0);
+        // Start from the concealment, so that whatever no packet covers
+        // (a lost packet straddling this frame) is filled rather than zero.
+        let gain = self.conceal_gain(self.concealed_in_row + 1);
+        for (o, s) in out.iter_mut().zip(self.last_frame.iter()) {
+            *o = ((i32::from(*s) * gain) / 4) as i16;
+        }
         for (&ts, samples) in self.packets.range(..end) {
             let p_end = ts + samples.len() as i64;
             if p_end <= playout {
@@ -277,6 +285,9 @@ impl JitterBuffer {
             }
         }
         if found > 0 {
+            if found < FRAME_SAMPLES {
+                self.stats.partly_concealed += 1;
+            }
             self.last_frame = *out;
             self.concealed_in_row = 0;
             self.stats.played += 1;
@@ -319,14 +330,20 @@ impl JitterBuffer {
         self.conceal(out)
     }
 
-    fn conceal(&mut self, out: &mut [i16; FRAME_SAMPLES]) -> Frame {
-        self.concealed_in_row += 1;
-        let gain = match self.concealed_in_row {
-            1 => 3,
+    /// Gain in quarters for the n-th concealed frame in a row: fade out
+    /// over four frames.
+    fn conceal_gain(&self, n: u32) -> i32 {
+        match n {
+            0 | 1 => 3,
             2 => 2,
             3 => 1,
             _ => 0,
-        };
+        }
+    }
+
+    fn conceal(&mut self, out: &mut [i16; FRAME_SAMPLES]) -> Frame {
+        self.concealed_in_row += 1;
+        let gain = self.conceal_gain(self.concealed_in_row);
         for (o, s) in out.iter_mut().zip(self.last_frame.iter()) {
             *o = ((i32::from(*s) * gain) / 4) as i16;
         }

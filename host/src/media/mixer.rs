@@ -362,8 +362,17 @@ impl Conference {
                 return Err(e);
             }
         };
-        // Symmetric RTP: the first good packet fixes where the far end is;
-        // another source is ignored unless the latched one has gone quiet.
+        let pt = packet.payload_type;
+        let negotiated = pt == leg.config.law.payload_type()
+            || Some(pt) == leg.config.telephone_event
+            || pt == 13;
+        if !negotiated {
+            leg.stats.packets_refused += 1;
+            return Err(MediaError::UnexpectedPayloadType(pt));
+        }
+        // Symmetric RTP: the first good packet of a negotiated type fixes
+        // where the far end is; another source is ignored unless the latched
+        // one has gone quiet.
         match leg.latched {
             Some((addr, _)) if addr == from => leg.latched = Some((from, now)),
             Some((_, last)) if now.saturating_duration_since(last) < RELATCH_AFTER => {
@@ -404,12 +413,8 @@ impl Conference {
             return Ok(());
         }
         // Comfort noise (13) is legal without negotiation and means silence.
-        if packet.payload_type == 13 {
-            leg.stats.packets_received += 1;
-            return Ok(());
-        }
-        leg.stats.packets_refused += 1;
-        Err(MediaError::UnexpectedPayloadType(packet.payload_type))
+        leg.stats.packets_received += 1;
+        Ok(())
     }
 
     fn rtcp_input(
