@@ -1,10 +1,17 @@
 //! The TOML configuration file and its validation.
 //!
 //! Sections appear as the modules that own them land; today that is `[sip]`
-//! (listen addresses, timers, providers with their credentials). Every key
-//! has a default, so an empty file is a valid configuration.
+//! (listen addresses, timers, providers with their credentials) and
+//! `[media]` (the RTP port range and jitter buffer bounds). Every key has a
+//! default, so an empty file is a valid configuration.
 //!
 //! ```toml
+//! [media]
+//! address = "192.0.2.5"          # RTP sockets bind here; SDP offers name it
+//! rtp_ports = [20000, 29999]     # each leg takes an even port and the next
+//! jitter_min_ms = 20
+//! jitter_max_ms = 200
+//!
 //! [sip]
 //! udp = ["0.0.0.0:5060", "[::]:5060"]
 //! tcp = ["0.0.0.0:5060"]
@@ -20,8 +27,12 @@
 //! ```
 
 use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
+use std::time::Duration;
 
+use crate::media::MediaConfig;
+use crate::media::jitter::JitterConfig;
 use crate::sip;
 
 /// Everything a Switchboard host is configured with.
@@ -30,6 +41,49 @@ use crate::sip;
 pub struct Config {
     /// SIP signalling: listeners, timers, providers.
     pub sip: sip::Config,
+    /// Media: where RTP ports come from, jitter buffer bounds.
+    pub media: MediaSection,
+}
+
+/// The `[media]` section.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaSection {
+    /// The address leg sockets bind to, and that SDP offers advertise.
+    pub address: IpAddr,
+    /// First and last port of the RTP range (RTP on even ports, RTCP on the
+    /// next odd one).
+    pub rtp_ports: [u16; 2],
+    /// Smallest jitter buffer delay, in milliseconds.
+    pub jitter_min_ms: u64,
+    /// Largest jitter buffer delay, in milliseconds.
+    pub jitter_max_ms: u64,
+}
+
+impl Default for MediaSection {
+    fn default() -> Self {
+        MediaSection {
+            address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            rtp_ports: [20000, 29999],
+            jitter_min_ms: 20,
+            jitter_max_ms: 200,
+        }
+    }
+}
+
+impl MediaSection {
+    /// The media engine's configuration from this section.
+    pub fn engine_config(&self) -> MediaConfig {
+        MediaConfig {
+            address: self.address,
+            ports: (self.rtp_ports[0], self.rtp_ports[1]),
+            jitter: JitterConfig {
+                min_delay: Duration::from_millis(self.jitter_min_ms),
+                max_delay: Duration::from_millis(self.jitter_max_ms),
+            },
+            ..MediaConfig::default()
+        }
+    }
 }
 
 /// Why a configuration was refused.
@@ -97,6 +151,18 @@ impl Config {
                 "sip.max_message_bytes = {} is below 1500",
                 sip.max_message_bytes
             ));
+        }
+        let media = &self.media;
+        if !(10..=1000).contains(&media.jitter_min_ms)
+            || !(media.jitter_min_ms..=2000).contains(&media.jitter_max_ms)
+        {
+            return invalid(format!(
+                "media: need 10 <= jitter_min_ms <= jitter_max_ms <= 2000 (got {} and {})",
+                media.jitter_min_ms, media.jitter_max_ms
+            ));
+        }
+        if let Err(e) = media.engine_config().validate() {
+            return invalid(format!("media: {e}"));
         }
         let mut names = HashSet::new();
         for p in &sip.providers {
@@ -168,6 +234,19 @@ mod tests {
     }
 
     #[test]
+    fn media_section() {
+        let c = Config::parse(
+            "[media]\naddress = \"::1\"\nrtp_ports = [30000, 30999]\njitter_max_ms = 120",
+        )
+        .expect("valid");
+        let e = c.media.engine_config();
+        assert_eq!(e.address, "::1".parse::<IpAddr>().expect("ip"));
+        assert_eq!(e.ports, (30000, 30999));
+        assert_eq!(e.jitter.min_delay, Duration::from_millis(20));
+        assert_eq!(e.jitter.max_delay, Duration::from_millis(120));
+    }
+
+    #[test]
     fn mistakes_are_named() {
         let cases = [
             ("[sip]\nudpp = []", "unknown field `udpp`"),
@@ -192,6 +271,12 @@ mod tests {
                 "[[sip.providers]]\nname = \"A\"\naddress = \"nowhere\"",
                 "invalid socket address",
             ),
+            ("[media]\nrtp_ports = [5000, 5000]", "port range 5000-5000"),
+            (
+                "[media]\njitter_min_ms = 300\njitter_max_ms = 100",
+                "jitter_min_ms <= jitter_max_ms",
+            ),
+            ("[media]\nrtp_port = [1, 2]", "unknown field `rtp_port`"),
         ];
         for (text, expected) in cases {
             let e = Config::parse(text).expect_err(text).to_string();

@@ -3,20 +3,24 @@
 //! them is decided by the sans-IO [`Conference`] cores.
 //!
 //! Sockets are read once per frame rather than as packets arrive: the mixer
-//! takes one frame per leg per tick anyway, and reading at the tick costs
-//! one system call per packet instead of a readiness wake-up per packet.
+//! takes one frame per leg per tick anyway, and reading at the tick with
+//! `recvmmsg` costs one system call per leg per frame instead of a
+//! readiness wake-up and a read per packet.
 //! The price is that arrival times (and so the jitter we measure) have a
 //! 20 ms resolution.
 
 use std::collections::HashMap;
-use std::io::ErrorKind;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::io::IoSliceMut;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use nix::errno::Errno;
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::MediaError;
@@ -187,7 +191,6 @@ impl MediaEngine {
                     .unwrap_or_default(),
             ),
             cname: config.cname.clone(),
-            buf: vec![0; 2048],
             cpu: config.cpu,
         };
         let thread = std::thread::Builder::new()
@@ -378,7 +381,6 @@ struct Worker {
     conferences: HashMap<ConferenceId, Room>,
     ntp: NtpClock,
     cname: String,
-    buf: Vec<u8>,
     cpu: Option<usize>,
 }
 
@@ -390,6 +392,8 @@ impl Worker {
         if let Some(cpu) = self.cpu {
             pin_to(cpu);
         }
+        // Not Send (raw pointers into its own buffers): made on this thread.
+        let mut batch = Batch::new();
         let mut tick_no: u64 = 0;
         loop {
             let next = self
@@ -430,7 +434,7 @@ impl Worker {
                 if due > now {
                     continue;
                 }
-                read_sockets(room, &mut self.buf, now, read_rtcp, &self.stats);
+                read_sockets(room, &mut batch, now, read_rtcp, &self.stats);
                 let ran = room.core.handle_timeout(now);
                 let legs = room.core.len() as u64;
                 while let Some(t) = room.core.poll_transmit() {
@@ -569,43 +573,103 @@ impl Worker {
     }
 }
 
+/// Datagrams taken from a socket per system call.
+const BATCH: usize = 8;
+
+/// Reusable buffers for `recvmmsg`: one system call takes every datagram
+/// waiting on a socket (up to [`BATCH`]), so an idle socket costs one call
+/// and a socket with one packet costs one call, not two.
+struct Batch {
+    headers: MultiHeaders<SockaddrStorage>,
+    bufs: Box<[[u8; 2048]; BATCH]>,
+}
+
+impl Batch {
+    fn new() -> Self {
+        Batch {
+            headers: MultiHeaders::preallocate(BATCH, None),
+            bufs: Box::new([[0; 2048]; BATCH]),
+        }
+    }
+
+    /// Calls `f` with every datagram waiting on `socket`.
+    fn drain(&mut self, socket: &UdpSocket, mut f: impl FnMut(SocketAddr, &[u8])) {
+        loop {
+            let mut got = [(None, 0usize); BATCH];
+            let mut count = 0;
+            {
+                let mut slices = self.bufs.each_mut().map(|b| [IoSliceMut::new(b)]);
+                match recvmmsg(
+                    socket.as_raw_fd(),
+                    &mut self.headers,
+                    slices.iter_mut(),
+                    MsgFlags::MSG_DONTWAIT,
+                    None,
+                ) {
+                    Ok(results) => {
+                        for r in results {
+                            if count < BATCH {
+                                got[count] = (r.address.as_ref().and_then(socket_addr), r.bytes);
+                                count += 1;
+                            }
+                        }
+                    }
+                    Err(Errno::EAGAIN) => return,
+                    // ICMP port unreachable from an earlier send shows up
+                    // here on Linux; it says nothing about this socket.
+                    Err(Errno::ECONNREFUSED) => continue,
+                    Err(e) => {
+                        tracing::debug!("receive error: {e}");
+                        return;
+                    }
+                }
+            }
+            for (i, (from, len)) in got.iter().take(count).enumerate() {
+                if let Some(from) = from {
+                    f(*from, &self.bufs[i][..(*len).min(2048)]);
+                }
+            }
+            if count < BATCH {
+                return;
+            }
+        }
+    }
+}
+
+fn socket_addr(s: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = s.as_sockaddr_in() {
+        return Some(SocketAddr::V4(SocketAddrV4::new(v4.ip(), v4.port())));
+    }
+    s.as_sockaddr_in6().map(|v6| {
+        SocketAddr::V6(SocketAddrV6::new(
+            v6.ip(),
+            v6.port(),
+            v6.flowinfo(),
+            v6.scope_id(),
+        ))
+    })
+}
+
 /// Drains every leg's RTP socket (and RTCP when due) into the core.
 fn read_sockets(
     room: &mut Room,
-    buf: &mut [u8],
+    batch: &mut Batch,
     now: Instant,
     read_rtcp: bool,
     stats: &SharedStats,
 ) {
+    let core = &mut room.core;
     for s in &room.sockets {
-        let channels: &[(Channel, &UdpSocket)] = if read_rtcp {
-            &[(Channel::Rtp, &s.rtp), (Channel::Rtcp, &s.rtcp)]
-        } else {
-            &[(Channel::Rtp, &s.rtp)]
-        };
-        for (channel, socket) in channels {
-            loop {
-                match socket.recv_from(buf) {
-                    Ok((len, from)) => {
-                        stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
-                        if let Err(e) =
-                            room.core
-                                .handle_input(now, s.id, *channel, from, &buf[..len])
-                        {
-                            stats.datagrams_refused.fetch_add(1, Ordering::Relaxed);
-                            tracing::trace!(leg = %s.id, "refused datagram from {from}: {e}");
-                        }
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    // ICMP port unreachable from an earlier send shows up
-                    // here on Linux; it says nothing about this socket.
-                    Err(e) if e.kind() == ErrorKind::ConnectionRefused => continue,
-                    Err(e) => {
-                        tracing::debug!(leg = %s.id, "receive error: {e}");
-                        break;
-                    }
-                }
+        let mut take = |channel: Channel, from: SocketAddr, bytes: &[u8]| {
+            stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = core.handle_input(now, s.id, channel, from, bytes) {
+                stats.datagrams_refused.fetch_add(1, Ordering::Relaxed);
+                tracing::trace!(leg = %s.id, "refused datagram from {from}: {e}");
             }
+        };
+        batch.drain(&s.rtp, |from, bytes| take(Channel::Rtp, from, bytes));
+        if read_rtcp {
+            batch.drain(&s.rtcp, |from, bytes| take(Channel::Rtcp, from, bytes));
         }
     }
 }
