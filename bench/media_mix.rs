@@ -832,10 +832,7 @@ fn run_janus(n: usize, options: &Options) -> Result<Outcome, String> {
             let Some(i) = pending.remove(&sender) else {
                 continue;
             };
-            let rtp = &e["jsep"]
-                .is_null()
-                .then(|| data["rtp"].clone())
-                .unwrap_or(data["rtp"].clone());
+            let rtp = &data["rtp"];
             let ip = rtp["ip"].as_str().unwrap_or("127.0.0.1");
             let ip = if ip == "0.0.0.0" || ip.is_empty() {
                 "127.0.0.1"
