@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets up everything the tests need and runs the whole suite: formatting,
 # lints, the guests' and the host's unit tests, the integration tests (which
-# load real plugins, hostile ones included, run the `switchboard` binary, and
-# place SIP calls to SIPp on loopback), and a short smoke run of the
+# load real plugins, hostile ones included, run the `switchboard` binary,
+# place SIP calls to SIPp on loopback, and mix real RTP on loopback, with
+# SIPp streaming a tone into one conference), and a short smoke run of the
 # benchmarks. Installs SIPp (sip-tester) with apt-get when it is missing.
 #
 # Works on a fresh machine: rust-toolchain.toml makes rustup install the
@@ -36,10 +37,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "unit and integration tests"
 cargo test --workspace --locked
 
-step "benchmark smoke runs (figures for BENCHMARKS.md come from: cargo bench -p switchboard --bench plugins / --bench sip_calls)"
+step "benchmark smoke runs (figures for BENCHMARKS.md come from: cargo bench -p switchboard --bench plugins / sip_calls / media_mix)"
 # --workspace keeps feature unification identical to the step above, so
 # nothing is rebuilt.
 cargo test --workspace --bench plugins --locked -- --quick
 cargo test --workspace --bench sip_calls --locked -- --quick
+cargo test --workspace --bench media_mix --locked -- --quick
 
 step "all tests passed"
