@@ -373,6 +373,66 @@ fn garbage_on_a_leg_port_is_refused_and_the_leg_goes_on() {
     );
 }
 
+#[test]
+fn dtmf_from_a_far_end_arrives_as_events() {
+    use switchboard::media::MediaEvent;
+    use switchboard::media::dtmf::TelephoneEvent;
+
+    let config = MediaConfig {
+        ports: (32200, 32299),
+        ..MediaConfig::default()
+    };
+    let (engine, mut events) = MediaEngine::start(config).expect("engine");
+    let conference = engine.create_conference().expect("conference");
+    let leg = engine
+        .add_leg(conference, LegConfig::new(Law::Ulaw, None))
+        .expect("leg");
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let mut rtp = RtpSender::new(42, 1000, 8000);
+    // "1", "#", "9" as RFC 4733 sends them: each event's packets share its
+    // start timestamp, the last three carry the end bit; audio in between.
+    for (i, key) in [1u8, 11, 9].into_iter().enumerate() {
+        let start = 8000 + i as u32 * 4000;
+        for (n, end) in [(1u16, false), (2, false), (3, true), (3, true), (3, true)] {
+            let payload = TelephoneEvent {
+                event: key,
+                end,
+                volume: 10,
+                duration: n * 160,
+            }
+            .write();
+            let mut packet = Vec::new();
+            rtp.write_at(
+                Instant::now(),
+                101,
+                n == 1 && !end,
+                &payload,
+                start,
+                &mut packet,
+            );
+            socket.send_to(&packet, leg.local).expect("send");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut packet = Vec::new();
+        rtp.write(Instant::now(), 0, false, &[0xFF; 160], 160, &mut packet);
+        socket.send_to(&packet, leg.local).expect("send");
+    }
+    let mut digits = String::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while digits.len() < 3 && Instant::now() < deadline {
+        match events.try_recv() {
+            Ok(e) => {
+                if let MediaEvent::Dtmf { leg: id, digit } = e.event {
+                    assert_eq!((id, e.conference), (leg.id, conference));
+                    digits.push(digit);
+                }
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    assert_eq!(digits, "1#9");
+}
+
 // --- SIPp as the far end -------------------------------------------------
 
 /// An 8 kHz µ-law WAV file of a tone, for SIPp's `rtp_stream`.

@@ -26,7 +26,7 @@ mod mixer_tests;
 
 use std::net::SocketAddr;
 
-pub use engine::{ConferenceId, EngineStats, MediaConfig, MediaEngine};
+pub use engine::{ConferenceId, EngineEvent, EngineStats, LegHandle, MediaConfig, MediaEngine};
 pub use g711::Law;
 pub use mixer::{Conference, LegConfig, LegId, LegStats, MediaEvent};
 pub use tone::{Playback, Tone};
