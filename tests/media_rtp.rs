@@ -250,6 +250,9 @@ fn tones_come_through_five_percent_loss_and_reordering() {
     // The loss shows in the statistics: about 5 % of ~200 packets.
     for (leg, _) in &legs {
         let stats = engine.leg_stats(conference, leg.id).expect("stats");
+        // Kernel receive timestamps: the jitter of 5 % reordering is about
+        // 2 ms here; arrival times on the engine's 20 ms read grid gave 15 ms.
+        assert!(stats.jitter_us < 10_000, "{stats:?}");
         assert!(stats.lost >= 3, "{stats:?}");
         let jb = stats.jitter_buffer;
         assert!(jb.concealed + jb.partly_concealed >= 3, "{stats:?}");

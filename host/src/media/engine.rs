@@ -5,9 +5,9 @@
 //! Sockets are read once per frame rather than as packets arrive: the mixer
 //! takes one frame per leg per tick anyway, and reading at the tick with
 //! `recvmmsg` costs one system call per leg per frame instead of a
-//! readiness wake-up and a read per packet.
-//! The price is that arrival times (and so the jitter we measure) have a
-//! 20 ms resolution.
+//! readiness wake-up and a read per packet. When each packet arrived comes
+//! from the kernel's receive timestamp (`SO_TIMESTAMPNS`), so the jitter
+//! buffer and RTCP see real interarrival jitter, not the 20 ms grid.
 
 use std::collections::HashMap;
 use std::io::IoSliceMut;
@@ -20,7 +20,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
-use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
+use nix::sys::socket::{
+    ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, setsockopt, sockopt,
+};
+use nix::sys::time::TimeSpec;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::MediaError;
@@ -276,6 +279,11 @@ impl MediaEngine {
             };
             rtp.set_nonblocking(true)?;
             rtcp.set_nonblocking(true)?;
+            // Kernel receive timestamps: sockets are read once per frame,
+            // and the jitter buffer and RTCP want when packets arrived.
+            if let Err(e) = setsockopt(&rtp, sockopt::ReceiveTimestampns, &true) {
+                tracing::debug!("no receive timestamps on port {port}: {e}");
+            }
             return Ok((rtp, rtcp));
         }
         Err(MediaError::PortsExhausted {
@@ -427,6 +435,7 @@ impl Worker {
             tick_no += 1;
             let read_rtcp = tick_no.is_multiple_of(RTCP_READ_EVERY);
             let now = Instant::now();
+            let wall = SystemTime::now();
             for (&conference, room) in &mut self.conferences {
                 let Some(due) = room.core.poll_timeout() else {
                     continue;
@@ -434,7 +443,7 @@ impl Worker {
                 if due > now {
                     continue;
                 }
-                read_sockets(room, &mut batch, now, read_rtcp, &self.stats);
+                read_sockets(room, &mut batch, (now, wall), read_rtcp, &self.stats);
                 let ran = room.core.handle_timeout(now);
                 let legs = room.core.len() as u64;
                 while let Some(t) = room.core.poll_transmit() {
@@ -587,15 +596,23 @@ struct Batch {
 impl Batch {
     fn new() -> Self {
         Batch {
-            headers: MultiHeaders::preallocate(BATCH, None),
+            headers: MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(TimeSpec))),
             bufs: Box::new([[0; 2048]; BATCH]),
         }
     }
 
-    /// Calls `f` with every datagram waiting on `socket`.
-    fn drain(&mut self, socket: &UdpSocket, mut f: impl FnMut(SocketAddr, &[u8])) {
+    /// Calls `f` with every datagram waiting on `socket`, and when it
+    /// arrived: the kernel's receive timestamp (`SO_TIMESTAMPNS`) mapped onto
+    /// `clock` (an instant and the wall-clock time read together), or the
+    /// instant itself when the socket gave no timestamp.
+    fn drain(
+        &mut self,
+        socket: &UdpSocket,
+        clock: (Instant, SystemTime),
+        mut f: impl FnMut(SocketAddr, &[u8], Instant),
+    ) {
         loop {
-            let mut got = [(None, 0usize); BATCH];
+            let mut got = [(None, 0usize, clock.0); BATCH];
             let mut count = 0;
             {
                 let mut slices = self.bufs.each_mut().map(|b| [IoSliceMut::new(b)]);
@@ -609,7 +626,15 @@ impl Batch {
                     Ok(results) => {
                         for r in results {
                             if count < BATCH {
-                                got[count] = (r.address.as_ref().and_then(socket_addr), r.bytes);
+                                let stamp = r.cmsgs().ok().and_then(|mut c| {
+                                    c.find_map(|m| match m {
+                                        ControlMessageOwned::ScmTimestampns(ts) => Some(ts),
+                                        _ => None,
+                                    })
+                                });
+                                let arrival = stamp.map_or(clock.0, |ts| arrival_of(ts, clock));
+                                let from = r.address.as_ref().and_then(socket_addr);
+                                got[count] = (from, r.bytes, arrival);
                                 count += 1;
                             }
                         }
@@ -624,15 +649,31 @@ impl Batch {
                     }
                 }
             }
-            for (i, (from, len)) in got.iter().take(count).enumerate() {
+            for (i, (from, len, arrival)) in got.iter().take(count).enumerate() {
                 if let Some(from) = from {
-                    f(*from, &self.bufs[i][..(*len).min(2048)]);
+                    f(*from, &self.bufs[i][..(*len).min(2048)], *arrival);
                 }
             }
             if count < BATCH {
                 return;
             }
         }
+    }
+}
+
+/// The instant a datagram arrived, from the kernel's wall-clock stamp and a
+/// pair of (instant, wall clock) read together just after.
+fn arrival_of(stamp: TimeSpec, clock: (Instant, SystemTime)) -> Instant {
+    let secs = stamp.tv_sec().max(0) as u64;
+    let nanos = stamp.tv_nsec().clamp(0, 999_999_999) as u32;
+    match clock
+        .1
+        .duration_since(UNIX_EPOCH + Duration::new(secs, nanos))
+    {
+        // Never earlier than a few frames: a wall-clock step must not make
+        // a packet look seconds old.
+        Ok(age) => clock.0.checked_sub(age.min(FRAME * 5)).unwrap_or(clock.0),
+        Err(_) => clock.0,
     }
 }
 
@@ -654,22 +695,26 @@ fn socket_addr(s: &SockaddrStorage) -> Option<SocketAddr> {
 fn read_sockets(
     room: &mut Room,
     batch: &mut Batch,
-    now: Instant,
+    clock: (Instant, SystemTime),
     read_rtcp: bool,
     stats: &SharedStats,
 ) {
     let core = &mut room.core;
     for s in &room.sockets {
-        let mut take = |channel: Channel, from: SocketAddr, bytes: &[u8]| {
+        let mut take = |channel: Channel, from: SocketAddr, bytes: &[u8], arrival: Instant| {
             stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = core.handle_input(now, s.id, channel, from, bytes) {
+            if let Err(e) = core.handle_input(arrival, s.id, channel, from, bytes) {
                 stats.datagrams_refused.fetch_add(1, Ordering::Relaxed);
                 tracing::trace!(leg = %s.id, "refused datagram from {from}: {e}");
             }
         };
-        batch.drain(&s.rtp, |from, bytes| take(Channel::Rtp, from, bytes));
+        batch.drain(&s.rtp, clock, |from, bytes, at| {
+            take(Channel::Rtp, from, bytes, at)
+        });
         if read_rtcp {
-            batch.drain(&s.rtcp, |from, bytes| take(Channel::Rtcp, from, bytes));
+            batch.drain(&s.rtcp, clock, |from, bytes, at| {
+                take(Channel::Rtcp, from, bytes, at)
+            });
         }
     }
 }
