@@ -19,8 +19,15 @@
 //! N in the same run: the same generator, the same rooms of plain-RTP PCMU
 //! participants, Janus pinned to CPU 0.
 //!
+//! Each N is run `--repeat` times (3) and judged by its median run; Janus
+//! once per N (its failure is saturation, not noise, and each run has to
+//! set up every participant over its HTTP API).
+//!
 //! cargo bench -p switchboard --bench media_mix -- [--legs 1000,2000,3000]
-//!     [--seconds 10] [--room 3] [--janus] [--quick]
+//!     [--seconds 10] [--room 3] [--repeat 3] [--janus] [--no-timestamps] [--quick]
+//!
+//! `--no-timestamps` turns off the engine's kernel receive timestamps, to
+//! measure what they cost.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -44,7 +51,9 @@ struct Options {
     seconds: u64,
     warmup: u64,
     room: usize,
+    repeat: usize,
     janus: bool,
+    no_timestamps: bool,
 }
 
 fn options() -> Options {
@@ -75,7 +84,12 @@ fn options() -> Options {
             .and_then(|v| v.parse().ok())
             .unwrap_or(3)
             .max(2),
+        repeat: value("--repeat")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if quick { 1 } else { 3 })
+            .max(1),
         janus: args.iter().any(|a| a == "--janus"),
+        no_timestamps: args.iter().any(|a| a == "--no-timestamps"),
     }
 }
 
@@ -94,24 +108,35 @@ fn main() {
         "{:>6} {:>12} {:>14} {:>8} {:>10} {:>12} {:>12} {:>10}",
         "legs", "system", "late frames", "max ms", "CPU %", "CPU µs/leg/s", "received", "gen late"
     );
+    // Each N is measured `--repeat` times and judged by its median run: the
+    // machine is shared, and a stall of the whole VM (both processes late
+    // at once) fails a run whatever the mixer does. Every run is printed.
     let mut best = None;
     let mut janus_at = Vec::new();
     for &n in &options.legs {
-        let r = run_switchboard(n, &options);
-        r.print(n, "switchboard");
-        let ok = r.late_ratio() < 0.001
-            && r.received_ratio() > 0.999
-            && r.generator_late_ratio() < 0.001;
+        let mut runs: Vec<Outcome> = (0..options.repeat)
+            .map(|_| {
+                let r = run_switchboard(n, &options);
+                r.print(n, "switchboard");
+                r
+            })
+            .collect();
+        runs.sort_by(|a, b| a.badness().total_cmp(&b.badness()));
+        let median = runs.swap_remove(runs.len() / 2);
+        let ok = median.passes();
         if ok {
             best = Some(n);
         }
-        janus_at.push((n, r));
-        if !ok {
+        let saturated = median.late_ratio() > 0.05;
+        janus_at.push((n, median));
+        if saturated {
             break;
         }
     }
     match best {
-        Some(n) => println!("largest N with < 0.1 % late frames and > 99.9 % received: {n} legs"),
+        Some(n) => println!(
+            "largest N whose median run had < 0.1 % late frames and > 99.9 % received: {n} legs"
+        ),
         None => println!("no N of the ramp met < 0.1 % late frames"),
     }
     if !options.janus {
@@ -125,7 +150,7 @@ fn main() {
         match run_janus(n, &options) {
             Ok(r) => {
                 r.print(n, "janus");
-                if r.generator_late_ratio() < 0.001 && r.received_ratio() > 0.999 {
+                if r.passes() {
                     janus_best = Some(n);
                 }
                 pairs.push((n, ours, r));
@@ -184,6 +209,24 @@ impl Outcome {
             return 0.0;
         }
         self.generator.received as f64 / self.generator.expected as f64
+    }
+
+    /// The bar: fewer than 0.1 % frames late (by the engine's count, where
+    /// there is one, and at the generator) and more than 99.9 % received.
+    fn passes(&self) -> bool {
+        let engine_ok = self.frames == 0 || self.late_ratio() < 0.001;
+        engine_ok && self.received_ratio() > 0.999 && self.generator_late_ratio() < 0.001
+    }
+
+    /// For ordering runs of one N: the worse of late and missing frames.
+    fn badness(&self) -> f64 {
+        let late = if self.frames == 0 {
+            0.0
+        } else {
+            self.late_ratio()
+        };
+        late.max(self.generator_late_ratio())
+            .max(1.0 - self.received_ratio())
     }
 
     fn generator_late_ratio(&self) -> f64 {
@@ -259,6 +302,7 @@ fn run_switchboard(n: usize, options: &Options) -> Outcome {
         ports: (20000, 20000 + (2 * n as u16) + 200),
         cpu: Some(0),
         jitter: JitterConfig::default(),
+        receive_timestamps: !options.no_timestamps,
         ..MediaConfig::default()
     };
     let (engine, _events) = match MediaEngine::start(config) {
@@ -309,6 +353,15 @@ struct Generator {
     /// The generator's socket addresses (legs are spread over them).
     sockets: Vec<SocketAddr>,
     legs: usize,
+}
+
+impl Drop for Generator {
+    /// A run that failed half-way (Janus refused joins) must not leave the
+    /// generator behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[derive(Default, Debug)]
@@ -468,6 +521,7 @@ fn generator() {
     let _ = std::io::stdout().flush();
     let mut targets: Vec<SocketAddr> = Vec::new();
     let (mut warmup, mut seconds) = (3u64, 10u64);
+    let mut go = false;
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
         let mut words = line.split_whitespace();
@@ -480,10 +534,15 @@ fn generator() {
             Some("go") => {
                 warmup = words.next().and_then(|v| v.parse().ok()).unwrap_or(3);
                 seconds = words.next().and_then(|v| v.parse().ok()).unwrap_or(10);
+                go = true;
                 break;
             }
             _ => {}
         }
+    }
+    if !go {
+        // The parent gave up before starting the load.
+        return;
     }
     let index: Arc<HashMap<SocketAddr, usize>> =
         Arc::new(targets.iter().enumerate().map(|(i, a)| (*a, i)).collect());

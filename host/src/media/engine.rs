@@ -46,6 +46,9 @@ pub struct MediaConfig {
     pub cname: String,
     /// Pin the engine thread to this CPU (benchmarks measure one core).
     pub cpu: Option<usize>,
+    /// Ask the kernel for receive timestamps, so that arrival times (jitter
+    /// buffer, RTCP jitter) are exact rather than on the 20 ms read grid.
+    pub receive_timestamps: bool,
 }
 
 impl Default for MediaConfig {
@@ -56,6 +59,7 @@ impl Default for MediaConfig {
             jitter: JitterConfig::default(),
             cname: "switchboard@localhost".into(),
             cpu: None,
+            receive_timestamps: true,
         }
     }
 }
@@ -281,7 +285,9 @@ impl MediaEngine {
             rtcp.set_nonblocking(true)?;
             // Kernel receive timestamps: sockets are read once per frame,
             // and the jitter buffer and RTCP want when packets arrived.
-            if let Err(e) = setsockopt(&rtp, sockopt::ReceiveTimestampns, &true) {
+            if self.config.receive_timestamps
+                && let Err(e) = setsockopt(&rtp, sockopt::ReceiveTimestampns, &true)
+            {
                 tracing::debug!("no receive timestamps on port {port}: {e}");
             }
             return Ok((rtp, rtcp));
