@@ -135,8 +135,7 @@ pub struct LegStats {
     pub lost: i64,
     /// Packets expected from the far end so far.
     pub expected: u32,
-    /// Interarrival jitter of the far end's stream, in milliseconds ×1000
-    /// (microseconds).
+    /// Interarrival jitter of the far end's stream, in microseconds.
     pub jitter_us: u64,
     /// The jitter buffer's counters.
     pub jitter_buffer: JitterStats,
