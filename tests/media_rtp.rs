@@ -326,11 +326,34 @@ fn ports_come_from_the_range_and_bad_config_is_refused() {
         .add_leg(c, LegConfig::new(Law::Ulaw, None))
         .expect_err("range exhausted");
     assert!(err.to_string().contains("no free RTP port pair"), "{err}");
-    let bad = MediaConfig {
-        ports: (5000, 5000),
+    for ports in [
+        (5000, 5000),
+        (5001, 5002),
+        (65535, 65535),
+        (0, 100),
+        (6000, 5000),
+    ] {
+        let bad = MediaConfig {
+            ports,
+            ..MediaConfig::default()
+        };
+        assert!(MediaEngine::start(bad).is_err(), "{ports:?} accepted");
+    }
+    // An odd first port: pairs start at the next even one and stay inside.
+    let odd = MediaConfig {
+        ports: (32301, 32304),
         ..MediaConfig::default()
     };
-    assert!(MediaEngine::start(bad).is_err());
+    let (odd, _) = MediaEngine::start(odd).expect("engine");
+    let c = odd.create_conference().expect("conference");
+    let leg = odd
+        .add_leg(c, LegConfig::new(Law::Ulaw, None))
+        .expect("leg");
+    assert_eq!(leg.local.port(), 32302);
+    let err = odd
+        .add_leg(c, LegConfig::new(Law::Ulaw, None))
+        .expect_err("32304 has no partner in range");
+    assert!(err.to_string().contains("no free RTP port pair"), "{err}");
 }
 
 #[test]

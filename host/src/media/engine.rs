@@ -68,7 +68,7 @@ impl MediaConfig {
     /// Checks the values before any socket is opened.
     pub fn validate(&self) -> Result<(), MediaError> {
         let (first, last) = self.ports;
-        if first == 0 || last < first.saturating_add(1) {
+        if first == 0 || pairs_in(self.ports).is_none() {
             return Err(MediaError::Config(format!(
                 "port range {first}-{last} must hold at least one even/odd pair and not start at 0"
             )));
@@ -80,6 +80,13 @@ impl MediaConfig {
         }
         Ok(())
     }
+}
+
+/// The first even port of a range and how many even/odd pairs fit in it.
+fn pairs_in((first, last): (u16, u16)) -> Option<(u16, u64)> {
+    let first = first.checked_add(first % 2)?;
+    let pairs = (u64::from(last) + 1).checked_sub(u64::from(first))? / 2;
+    (pairs > 0).then_some((first, pairs))
 }
 
 /// Identifies a conference in the engine.
@@ -267,8 +274,13 @@ impl MediaEngine {
     /// port just released is not reused at once.
     fn bind_pair(&self) -> Result<(UdpSocket, UdpSocket), MediaError> {
         let (first, last) = self.config.ports;
-        let first = first + first % 2;
-        let pairs = u64::from((last - first).div_ceil(2)).max(1);
+        let Some((first, pairs)) = pairs_in(self.config.ports) else {
+            return Err(MediaError::PortsExhausted {
+                address: self.config.address,
+                first,
+                last,
+            });
+        };
         for _ in 0..pairs {
             let n = self.next_port.fetch_add(2, Ordering::Relaxed);
             let port = u64::from(first) + (n.saturating_sub(u64::from(first)) % (pairs * 2));
