@@ -459,6 +459,73 @@ fn dtmf_from_a_far_end_arrives_as_events() {
     assert_eq!(digits, "1#9");
 }
 
+#[test]
+fn far_end_rtcp_reaches_every_conference_whatever_its_phase() {
+    use switchboard::media::rtcp::{self, ReportBlock};
+
+    let config = MediaConfig {
+        ports: (32400, 32499),
+        ..MediaConfig::default()
+    };
+    let (engine, _events) = MediaEngine::start(config).expect("engine");
+    // Four conferences started 5 ms apart, so they tick at four phases.
+    let mut legs = Vec::new();
+    for i in 0..4u32 {
+        let conference = engine.create_conference().expect("conference");
+        let leg = engine
+            .add_leg(conference, LegConfig::new(Law::Ulaw, None))
+            .expect("leg");
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        socket.set_nonblocking(true).expect("nonblocking");
+        legs.push((
+            conference,
+            leg,
+            socket,
+            RtpSender::new(900 + i, 0, 0),
+            None::<u32>,
+        ));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let start = Instant::now();
+    let mut buf = [0u8; 2048];
+    for k in 0..75u32 {
+        for (_, leg, socket, rtp, ours) in legs.iter_mut() {
+            let mut packet = Vec::new();
+            rtp.write(Instant::now(), 0, k == 0, &[0xFF; 160], 160, &mut packet);
+            socket.send_to(&packet, leg.local).expect("send rtp");
+            // Learn the SSRC the engine sends us, then report on it.
+            while let Ok((len, _)) = socket.recv_from(&mut buf) {
+                if let Ok(p) = RtpPacket::parse(&buf[..len]) {
+                    *ours = Some(p.ssrc);
+                }
+            }
+            if let (Some(ssrc), true) = (*ours, k % 5 == 0) {
+                let block = ReportBlock {
+                    ssrc,
+                    fraction_lost: 3,
+                    cumulative_lost: 1,
+                    jitter: 7,
+                    ..Default::default()
+                };
+                let mut rr = Vec::new();
+                rtcp::write_report(rtp.ssrc(), None, Some(block), "peer", &mut rr);
+                let to = SocketAddr::new(leg.local.ip(), leg.local.port() + 1);
+                socket.send_to(&rr, to).expect("send rtcp");
+            }
+        }
+        std::thread::sleep((start + FRAME * (k + 1)).saturating_duration_since(Instant::now()));
+    }
+    for (conference, leg, ..) in &legs {
+        let stats = engine.leg_stats(*conference, leg.id).expect("stats");
+        assert!(stats.rtcp_received >= 1, "{:?}: {stats:?}", leg.id);
+        let remote = stats.remote.expect("the far end's report about our stream");
+        assert_eq!(
+            (remote.fraction_lost, remote.cumulative_lost, remote.jitter),
+            (3, 1, 7)
+        );
+    }
+}
+
 // --- SIPp as the far end -------------------------------------------------
 
 /// An 8 kHz µ-law WAV file of a tone, for SIPp's `rtp_stream`.

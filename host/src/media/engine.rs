@@ -412,6 +412,8 @@ struct Worker {
 
 /// RTCP sockets are read every this many ticks (reports come every 5 s).
 const RTCP_READ_EVERY: u64 = 10;
+/// Commands handled at most per wake-up before due frames are mixed.
+const COMMANDS_PER_WAKE: usize = 64;
 
 impl Worker {
     fn run(mut self) {
@@ -420,7 +422,6 @@ impl Worker {
         }
         // Not Send (raw pointers into its own buffers): made on this thread.
         let mut batch = Batch::new();
-        let mut tick_no: u64 = 0;
         loop {
             let next = self
                 .conferences
@@ -445,13 +446,19 @@ impl Worker {
             match command {
                 Ok(Command::Shutdown) | Err(true) => return,
                 Ok(command) => {
+                    // Take what else is queued, but only so much: a stream
+                    // of commands must not hold back the frames that are due.
                     self.command(command);
-                    continue;
+                    for _ in 0..COMMANDS_PER_WAKE {
+                        match self.commands.try_recv() {
+                            Ok(Command::Shutdown) | Err(mpsc::TryRecvError::Disconnected) => return,
+                            Ok(command) => self.command(command),
+                            Err(mpsc::TryRecvError::Empty) => break,
+                        }
+                    }
                 }
                 Err(false) => {}
             }
-            tick_no += 1;
-            let read_rtcp = tick_no.is_multiple_of(RTCP_READ_EVERY);
             let now = Instant::now();
             let wall = SystemTime::now();
             for (&conference, room) in &mut self.conferences {
@@ -461,6 +468,10 @@ impl Worker {
                 if due > now {
                     continue;
                 }
+                // Each conference counts its own ticks: conferences tick at
+                // different phases, so a shared counter would leave some
+                // of them never reading RTCP.
+                let read_rtcp = room.core.ticks().is_multiple_of(RTCP_READ_EVERY);
                 read_sockets(room, &mut batch, (now, wall), read_rtcp, &self.stats);
                 let ran = room.core.handle_timeout(now);
                 let legs = room.core.len() as u64;
