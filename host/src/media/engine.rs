@@ -324,10 +324,7 @@ impl MediaEngine {
     /// Takes a leg out of its conference and closes its ports; returns its
     /// final figures.
     pub fn remove_leg(&self, conference: ConferenceId, leg: LegId) -> Result<LegStats, MediaError> {
-        let (tx, rx) = mpsc::channel();
-        self.send(Command::RemoveLeg(conference, leg, tx))?;
-        rx.recv_timeout(Duration::from_secs(5))
-            .map_err(|_| MediaError::Stopped)?
+        self.ask(|reply| Command::RemoveLeg(conference, leg, reply))
     }
 
     /// Plays a tone or prompt to one leg (ringback while the other party is
@@ -358,8 +355,16 @@ impl MediaEngine {
 
     /// One leg's figures: loss, jitter, what the far end reports.
     pub fn leg_stats(&self, conference: ConferenceId, leg: LegId) -> Result<LegStats, MediaError> {
+        self.ask(|reply| Command::LegStats(conference, leg, reply))
+    }
+
+    /// Sends a command that answers, and waits (at most 5 s) for the answer.
+    fn ask(
+        &self,
+        command: impl FnOnce(mpsc::Sender<Result<LegStats, MediaError>>) -> Command,
+    ) -> Result<LegStats, MediaError> {
         let (tx, rx) = mpsc::channel();
-        self.send(Command::LegStats(conference, leg, tx))?;
+        self.send(command(tx))?;
         rx.recv_timeout(Duration::from_secs(5))
             .map_err(|_| MediaError::Stopped)?
     }
