@@ -313,10 +313,7 @@ impl JitterBuffer {
         let limit = self.max_samples() / FRAME_SAMPLES as u32;
         if !ahead && empty_frames > limit {
             // The far end has gone quiet: stop and buffer again.
-            self.state = State::Buffering { since: None };
-            self.reference = None;
-            self.last_transit = None;
-            self.stats.restarts += 1;
+            self.restart();
             return Frame::Silence;
         }
         // A later packet is waiting: this one was lost, move on. Nothing

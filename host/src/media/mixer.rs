@@ -147,6 +147,13 @@ pub struct LegStats {
     pub rtcp_sent: u64,
 }
 
+/// What a received RTP packet carries, as far as the leg is concerned.
+enum Payload {
+    Audio,
+    Event,
+    ComfortNoise,
+}
+
 struct Leg {
     id: LegId,
     config: LegConfig,
@@ -361,14 +368,20 @@ impl Conference {
                 return Err(e);
             }
         };
+        // What the payload is, decided once: audio in the leg's law, a
+        // telephone event, or comfort noise (13, legal without negotiation,
+        // means silence). Anything else is refused before it can latch.
         let pt = packet.payload_type;
-        let negotiated = pt == leg.config.law.payload_type()
-            || Some(pt) == leg.config.telephone_event
-            || pt == 13;
-        if !negotiated {
+        let kind = if pt == leg.config.law.payload_type() {
+            Payload::Audio
+        } else if Some(pt) == leg.config.telephone_event {
+            Payload::Event
+        } else if pt == 13 {
+            Payload::ComfortNoise
+        } else {
             leg.stats.packets_refused += 1;
             return Err(MediaError::UnexpectedPayloadType(pt));
-        }
+        };
         // Symmetric RTP: the first good packet of a negotiated type fixes
         // where the far end is; another source is ignored unless the latched
         // one has gone quiet.
@@ -392,27 +405,24 @@ impl Conference {
                 });
             }
         }
-        if packet.payload_type == leg.config.law.payload_type() {
-            leg.stats.packets_received += 1;
-            if leg.receive.record(&packet, now, self.epoch, CLOCK_RATE) == SeqVerdict::Restart {
-                tracing::debug!(leg = %leg.id, ssrc = packet.ssrc, "far end restarted its stream");
-            }
-            leg.config.law.decode(packet.payload, &mut self.decoded);
-            leg.jitter.push(now, packet.timestamp, &self.decoded);
-            return Ok(());
-        }
-        if Some(packet.payload_type) == leg.config.telephone_event {
-            leg.stats.packets_received += 1;
-            leg.receive.record(&packet, now, self.epoch, CLOCK_RATE);
-            let digit = leg.dtmf.receive(packet.timestamp, packet.payload)?;
-            if let Some(digit) = digit {
-                self.events
-                    .push_back(MediaEvent::Dtmf { leg: leg.id, digit });
-            }
-            return Ok(());
-        }
-        // Comfort noise (13) is legal without negotiation and means silence.
         leg.stats.packets_received += 1;
+        match kind {
+            Payload::Audio => {
+                if leg.receive.record(&packet, now, self.epoch, CLOCK_RATE) == SeqVerdict::Restart {
+                    tracing::debug!(leg = %leg.id, ssrc = packet.ssrc, "far end restarted its stream");
+                }
+                leg.config.law.decode(packet.payload, &mut self.decoded);
+                leg.jitter.push(now, packet.timestamp, &self.decoded);
+            }
+            Payload::Event => {
+                leg.receive.record(&packet, now, self.epoch, CLOCK_RATE);
+                if let Some(digit) = leg.dtmf.receive(packet.timestamp, packet.payload)? {
+                    self.events
+                        .push_back(MediaEvent::Dtmf { leg: leg.id, digit });
+                }
+            }
+            Payload::ComfortNoise => {}
+        }
         Ok(())
     }
 
