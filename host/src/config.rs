@@ -1,11 +1,22 @@
 //! The TOML configuration file and its validation.
 //!
 //! Sections appear as the modules that own them land; today that is `[sip]`
-//! (listen addresses, timers, providers with their credentials) and
-//! `[media]` (the RTP port range and jitter buffer bounds). Every key has a
-//! default, so an empty file is a valid configuration.
+//! (listen addresses, timers, providers with their credentials), `[media]`
+//! (the RTP port range and jitter buffer bounds) and `[billing]` (the
+//! database, fraud controls, statistics window). Every key has a default, so
+//! an empty file is a valid configuration.
 //!
 //! ```toml
+//! [billing]
+//! database = "sqlite://switchboard.db"   # or postgres://user@db-host/switchboard
+//! host_id = "host-a"                     # unique per host sharing a database
+//! currency = "USD"
+//! emergency_numbers = ["110"]            # refused besides 112, 911, 999
+//! denied_prefixes = ["1900", "44909"]
+//! credit_warning_secs = 60
+//! progress_interval_secs = 5
+//! stats = { secs = 3600, attempts = 500, min_samples = 10 }
+//!
 //! [media]
 //! address = "192.0.2.5"          # RTP sockets bind here; SDP offers name it
 //! rtp_ports = [20000, 29999]     # each leg takes an even port and the next
@@ -31,6 +42,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::Duration;
 
+use crate::billing;
 use crate::media::MediaConfig;
 use crate::media::jitter::JitterConfig;
 use crate::sip;
@@ -41,6 +53,8 @@ use crate::sip;
 pub struct Config {
     /// SIP signalling: listeners, timers, providers.
     pub sip: sip::Config,
+    /// Billing: the database, fraud controls, credit warnings, statistics.
+    pub billing: billing::Config,
     /// Media: where RTP ports come from, jitter buffer bounds.
     pub media: MediaSection,
 }
@@ -164,6 +178,9 @@ impl Config {
         if let Err(e) = media.engine_config().validate() {
             return invalid(format!("media: {e}"));
         }
+        if let Err(e) = self.billing.validate() {
+            return invalid(e);
+        }
         let mut names = HashSet::new();
         for p in &sip.providers {
             if p.name.trim().is_empty() {
@@ -277,6 +294,15 @@ mod tests {
                 "jitter_min_ms <= jitter_max_ms",
             ),
             ("[media]\nrtp_port = [1, 2]", "unknown field `rtp_port`"),
+            ("[billing]\ncurrency = \"usd\"", "not an ISO 4217 code"),
+            (
+                "[billing]\ndenied_prefixes = [\"19x\"]",
+                "\"19x\" is not digits",
+            ),
+            (
+                "[billing]\nstats = { secs = 0, attempts = 0 }",
+                "not neither",
+            ),
         ];
         for (text, expected) in cases {
             let e = Config::parse(text).expect_err(text).to_string();

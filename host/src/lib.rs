@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod billing;
 pub mod chat;
 pub mod config;
 pub mod media;
