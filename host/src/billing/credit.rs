@@ -22,9 +22,15 @@ pub const MAX_AUTHORISATION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// credit covers this much more of every paid leg, the new one included.
 pub const MINIMUM_CALL: Duration = Duration::from_secs(60);
 
+/// How long before the warning the session asks for more credit.
+pub const REPLENISH_LEAD: Duration = Duration::from_secs(60);
+
 /// What the credit clock tells the session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CreditEvent {
+    /// The reservation is running low: reserve more (`Billing::replenish`)
+    /// and [`SessionCredit::top_up`] with what was granted.
+    Replenish,
     /// The credit runs out in about this long; tell the user.
     Warning {
         /// Time left, rounded up to the second.
@@ -59,19 +65,24 @@ pub struct SessionCredit<K> {
     pool: Micros,
     legs: Vec<PaidLeg<K>>,
     warning: Duration,
+    chunk: Duration,
     warned: bool,
+    replenish_asked: bool,
     exhausted: bool,
     cutoff: Option<Instant>,
 }
 
 impl<K: PartialEq + Clone> SessionCredit<K> {
-    /// A session with `pool` reserved for it, warning `warning` before the end.
-    pub fn new(pool: Micros, warning: Duration) -> Self {
+    /// A session with `pool` reserved for it, warning `warning` before the
+    /// end, reserving credit `chunk` of talk time at a time.
+    pub fn new(pool: Micros, warning: Duration, chunk: Duration) -> Self {
         SessionCredit {
             pool,
             legs: Vec::new(),
             warning,
+            chunk: chunk.max(MINIMUM_CALL),
             warned: false,
+            replenish_asked: false,
             exhausted: false,
             cutoff: None,
         }
@@ -94,9 +105,25 @@ impl<K: PartialEq + Clone> SessionCredit<K> {
             .plus(rate.cost_after(MINIMUM_CALL.as_millis() as u64))
     }
 
-    /// Adds reserved credit to the pool (a top-up after the account was credited).
+    /// How much more to reserve so the pool covers one chunk of talk time
+    /// of every paid leg from `now`, and of a leg at `new_leg` about to be
+    /// dialled.
+    pub fn wanted(&self, now: Instant, new_leg: Option<Rate>) -> Micros {
+        let new = new_leg.map_or(Micros::ZERO, |r| {
+            r.cost_after(self.chunk.as_millis() as u64)
+        });
+        self.cost_at(now, self.chunk)
+            .plus(new)
+            .minus(self.pool)
+            .max(Micros::ZERO)
+    }
+
+    /// Adds reserved credit to the pool.
     pub fn top_up(&mut self, now: Instant, amount: Micros) {
-        self.pool = self.pool.plus(amount);
+        if amount.0 > 0 {
+            self.pool = self.pool.plus(amount);
+            self.replenish_asked = false;
+        }
         self.recompute(now);
     }
 
@@ -182,13 +209,18 @@ impl<K: PartialEq + Clone> SessionCredit<K> {
             return None;
         }
         let cutoff = self.cutoff?;
-        if self.warned {
-            return Some(cutoff);
+        let before = |d: Duration| cutoff.checked_sub(d).unwrap_or(cutoff);
+        if !self.replenish_asked {
+            return Some(before(self.warning + REPLENISH_LEAD));
         }
-        Some(cutoff.checked_sub(self.warning).unwrap_or(cutoff))
+        if !self.warned {
+            return Some(before(self.warning));
+        }
+        Some(cutoff)
     }
 
-    /// Advances the clock: a warning once the end is near, then the cut-off.
+    /// Advances the clock: a request for more credit when the reservation
+    /// runs low, a warning once the end is near, then the cut-off.
     pub fn handle_timeout(&mut self, now: Instant) -> Option<CreditEvent> {
         if self.exhausted {
             return None;
@@ -198,6 +230,10 @@ impl<K: PartialEq + Clone> SessionCredit<K> {
         if remaining.is_zero() {
             self.exhausted = true;
             return Some(CreditEvent::Exhausted);
+        }
+        if remaining <= self.warning + REPLENISH_LEAD && !self.replenish_asked {
+            self.replenish_asked = true;
+            return Some(CreditEvent::Replenish);
         }
         if remaining <= self.warning && !self.warned {
             self.warned = true;
@@ -233,18 +269,22 @@ mod tests {
     use super::*;
 
     const WARN: Duration = Duration::from_secs(60);
+    const CHUNK: Duration = Duration::from_secs(600);
 
     fn rate(micros_per_minute: i64) -> Rate {
         Rate::per_minute(Micros(micros_per_minute))
     }
 
-    /// Runs the clock until it reports something, like a session's timer would.
+    /// Runs the clock until it reports something other than a request to
+    /// replenish (which finds no more credit), like a session's timer would.
     fn run_until_event(c: &mut SessionCredit<u8>, now: &mut Instant) -> Option<CreditEvent> {
         for _ in 0..100 {
             let at = c.poll_timeout()?;
             *now = (*now).max(at);
-            if let Some(e) = c.handle_timeout(*now) {
-                return Some(e);
+            match c.handle_timeout(*now) {
+                Some(CreditEvent::Replenish) => c.top_up(*now, Micros::ZERO),
+                Some(e) => return Some(e),
+                None => {}
             }
         }
         None
@@ -254,7 +294,7 @@ mod tests {
     fn warning_a_minute_before_then_exhausted_on_the_dot() {
         let t0 = Instant::now();
         // 1.00 of credit at 0.10/min: ten minutes.
-        let mut c = SessionCredit::new(Micros(1_000_000), WARN);
+        let mut c = SessionCredit::new(Micros(1_000_000), WARN, CHUNK);
         let max = c.add_leg(t0, 1, rate(100_000)).expect("enough");
         assert_eq!(max, Duration::from_secs(600));
         c.answered(t0, &1);
@@ -280,7 +320,7 @@ mod tests {
     #[test]
     fn second_leg_shortens_and_dropping_it_extends() {
         let t0 = Instant::now();
-        let mut c = SessionCredit::new(Micros(1_200_000), WARN);
+        let mut c = SessionCredit::new(Micros(1_200_000), WARN, CHUNK);
         c.add_leg(t0, 1, rate(60_000)).expect("source");
         c.answered(t0, &1);
         assert_eq!(c.remaining(t0), Some(Duration::from_secs(1200)));
@@ -300,7 +340,7 @@ mod tests {
     #[test]
     fn too_little_credit_is_refused_with_the_figures() {
         let t0 = Instant::now();
-        let mut c = SessionCredit::new(Micros(50_000), WARN);
+        let mut c = SessionCredit::new(Micros(50_000), WARN, CHUNK);
         let e = c
             .add_leg(t0, 1, rate(60_000))
             .expect_err("one minute costs 0.06");
@@ -315,7 +355,7 @@ mod tests {
         assert!(!c.has_paid_legs());
         // A ringing leg counts as answering now: the second leg needs a
         // minute of both.
-        let mut c = SessionCredit::new(Micros(100_000), WARN);
+        let mut c = SessionCredit::new(Micros(100_000), WARN, CHUNK);
         c.add_leg(t0, 1, rate(60_000)).expect("first");
         assert!(c.add_leg(t0, 2, rate(60_000)).is_err());
     }
@@ -323,11 +363,16 @@ mod tests {
     #[test]
     fn ringing_legs_do_not_burn_and_top_up_rearms_the_warning() {
         let t0 = Instant::now();
-        let mut c = SessionCredit::new(Micros(120_000), WARN);
+        let mut c = SessionCredit::new(Micros(120_000), WARN, CHUNK);
         c.add_leg(t0, 1, rate(60_000)).expect("ok");
         // Rings for 30 s: nothing spent, still two minutes once answered.
         let t1 = t0 + Duration::from_secs(30);
-        assert_eq!(c.handle_timeout(t1), None);
+        assert_eq!(
+            c.handle_timeout(t1),
+            Some(CreditEvent::Replenish),
+            "two minutes left"
+        );
+        c.top_up(t1, Micros::ZERO); // the account has no more
         c.answered(t1, &1);
         let mut now = t1;
         assert_eq!(
@@ -344,6 +389,27 @@ mod tests {
     }
 
     #[test]
+    fn replenishing_comes_before_the_warning_and_extends_the_call() {
+        let t0 = Instant::now();
+        let r = rate(60_000);
+        let mut c = SessionCredit::new(Micros::ZERO, WARN, CHUNK);
+        // Ten minutes of one leg at 0.06/min.
+        assert_eq!(c.wanted(t0, Some(r)), Micros(600_000));
+        c.top_up(t0, Micros(600_000));
+        c.add_leg(t0, 1, r).expect("ok");
+        c.answered(t0, &1);
+        assert_eq!(c.wanted(t0, None), Micros::ZERO);
+        assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_secs(480)));
+        let t480 = t0 + Duration::from_secs(480);
+        assert_eq!(c.handle_timeout(t480), Some(CreditEvent::Replenish));
+        // Another chunk from here: 8 minutes spent, 18 to cover.
+        assert_eq!(c.wanted(t480, None), Micros(480_000));
+        c.top_up(t480, Micros(480_000));
+        assert_eq!(c.cutoff(), Some(t0 + Duration::from_secs(1080)));
+        assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_secs(960)));
+    }
+
+    #[test]
     fn increments_and_connect_fees_are_counted() {
         let t0 = Instant::now();
         let r = Rate {
@@ -351,7 +417,7 @@ mod tests {
             increment_secs: 60,
             connect_fee: Micros(10_000),
         };
-        let mut c = SessionCredit::new(Micros(130_000), WARN);
+        let mut c = SessionCredit::new(Micros(130_000), WARN, CHUNK);
         c.add_leg(t0, 1, r).expect("fee + one minute = 0.07");
         c.answered(t0, &1);
         // 0.01 fee + two 60 s blocks = 0.13: the second block ends at 120 s.

@@ -131,6 +131,10 @@ pub struct Config {
     pub denied_prefixes: Vec<String>,
     /// How long before the credit runs out the user is warned.
     pub credit_warning_secs: u64,
+    /// How much talk time of a session's paid legs one reservation covers;
+    /// the session reserves the next chunk when this one runs low. Smaller
+    /// chunks leave more of an account's credit to its other sessions.
+    pub reservation_secs: u64,
     /// How often live legs' progress is recorded (what a crash can lose).
     pub progress_interval_secs: u64,
     /// The window of the provider statistics.
@@ -146,6 +150,7 @@ impl Default for Config {
             emergency_numbers: Vec::new(),
             denied_prefixes: Vec::new(),
             credit_warning_secs: 60,
+            reservation_secs: 600,
             progress_interval_secs: 5,
             stats: StatsWindow::default(),
         }
@@ -176,6 +181,9 @@ impl Config {
         }
         if !(1..=3600).contains(&self.credit_warning_secs) {
             return Err("billing.credit_warning_secs is not between 1 and 3600".into());
+        }
+        if !(120..=86_400).contains(&self.reservation_secs) {
+            return Err("billing.reservation_secs is not between 120 and 86400".into());
         }
         if !(1..=300).contains(&self.progress_interval_secs) {
             return Err("billing.progress_interval_secs is not between 1 and 300".into());
@@ -279,6 +287,7 @@ impl Billing {
         SessionCredit::new(
             Micros::ZERO,
             Duration::from_secs(self.config.credit_warning_secs),
+            Duration::from_secs(self.config.reservation_secs),
         )
     }
 
@@ -288,10 +297,12 @@ impl Billing {
     }
 
     /// Authorises and records a leg about to be dialled. For a paid leg the
-    /// session's reservation is topped up with the account's free credit,
-    /// which must cover one more minute of every paid leg of the session and
-    /// of this one; the leg counts against the account's caps. Returns the
-    /// session's maximum duration from `now` (`None` while it has no paid legs).
+    /// session's reservation is topped up to cover a chunk of talk time
+    /// (`reservation_secs`) of every paid leg of the session and of this
+    /// one, as far as the account's free credit goes; it must cover at
+    /// least one minute of each. The leg counts against the account's caps.
+    /// Returns the session's maximum duration from `now` (`None` while it
+    /// has no paid legs).
     pub async fn authorise(
         &self,
         credit: &mut SessionCredit<String>,
@@ -302,9 +313,10 @@ impl Billing {
             let spent = credit.spent(now);
             let needed = credit.needed_for(now, leg.rate);
             let short = needed.minus(credit.pool()).max(Micros::ZERO);
+            let wanted = credit.wanted(now, Some(leg.rate)).max(short);
             match self
                 .store
-                .reserve(&leg.session_id, &leg.account, short, leg.started_ms)
+                .reserve(&leg.session_id, &leg.account, short, wanted, leg.started_ms)
                 .await
             {
                 Ok(granted) => credit.top_up(now, granted),
@@ -326,6 +338,32 @@ impl Billing {
                     needed: e.needed,
                 })?;
         }
+        Ok(credit.remaining(now))
+    }
+
+    /// The credit clock asked for more ([`CreditEvent::Replenish`]):
+    /// reserves another chunk, or what the account still has, and returns
+    /// the session's new maximum duration.
+    pub async fn replenish(
+        &self,
+        credit: &mut SessionCredit<String>,
+        session_id: &str,
+        account: &str,
+        now: Instant,
+        now_ms: i64,
+    ) -> Result<Option<Duration>, BillingError> {
+        let wanted = credit.wanted(now, None);
+        let granted = match self
+            .store
+            .reserve(session_id, account, Micros::ZERO, wanted, now_ms)
+            .await
+        {
+            Ok(granted) => granted,
+            // Nothing more today: the call runs on to its cut-off.
+            Err(BillingError::DailyCap { .. }) => Micros::ZERO,
+            Err(e) => return Err(e),
+        };
+        credit.top_up(now, granted);
         Ok(credit.remaining(now))
     }
 

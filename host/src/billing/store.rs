@@ -501,11 +501,29 @@ impl Store {
         Ok(())
     }
 
+    /// Reads a CSV rate sheet (see [`super::import`]) and writes it, all
+    /// or nothing; returns how many rates were written.
+    pub async fn import_rates(
+        &self,
+        sheet: impl std::io::Read,
+        replace: bool,
+    ) -> Result<usize, BillingError> {
+        let providers: Vec<String> = self
+            .providers()
+            .await?
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        let rows = super::import::read_rates(sheet, &providers).map_err(BillingError::Import)?;
+        self.write_rates(&rows, replace).await?;
+        Ok(rows.len())
+    }
+
     // ---- prepaid -------------------------------------------------------
 
-    /// Sets aside for `session` everything the account can still spend
-    /// (its free credit, within today's cap), provided that is at least
-    /// `min`; returns what was added to the session's reservation.
+    /// Sets aside up to `want` more for `session`, as far as the account's
+    /// free credit (and today's cap) goes, provided that is at least `min`;
+    /// returns what was added to the session's reservation.
     ///
     /// The write is conditional (`balance - reserved >= amount`), so hosts
     /// racing for one account can each only take what is really there; a
@@ -515,6 +533,7 @@ impl Store {
         session: &str,
         account: &str,
         min: Micros,
+        want: Micros,
         now_ms: i64,
     ) -> Result<Micros, BillingError> {
         for _ in 0..32 {
@@ -537,6 +556,7 @@ impl Store {
                 }
                 grant = grant.min(left);
             }
+            grant = grant.min(want.max(min));
             if grant < min {
                 return Err(BillingError::InsufficientCredit {
                     available: acct.available(),
