@@ -51,7 +51,7 @@ const T0_MS: i64 = 1_764_000_000_000;
 const RUSLAN: &str = "ruslan@example.com";
 
 async fn open(db: &TestDb, host: &str) -> Billing {
-    let (billing, _) = Billing::open(&db.config(host), &providers())
+    let (billing, _) = Billing::open(&db.config(host), Some(&providers()))
         .await
         .unwrap_or_else(|e| panic!("{}: open: {e}", db.kind));
     billing
@@ -705,7 +705,9 @@ fn hold_legs_until_killed() {
             host_id: host.to_string(),
             ..switchboard::billing::Config::default()
         };
-        let (b, _) = Billing::open(&config, &providers()).await.expect("open");
+        let (b, _) = Billing::open(&config, Some(&providers()))
+            .await
+            .expect("open");
         let rate = b.offer("PROXICOM", "442071234567").expect("rate").rate;
         let mut credit: SessionCredit<String> = b.session_credit();
         for i in 0..legs {
@@ -798,7 +800,7 @@ async fn killed_process_is_billed_once_at_restart(db: TestDb) {
     assert!(!status.success());
 
     // What the crashed process left: three open paid legs, a reservation.
-    let (crashy, recovered) = Billing::open(&db.config("crashy"), &providers())
+    let (crashy, recovered) = Billing::open(&db.config("crashy"), Some(&providers()))
         .await
         .expect("restart");
     let store = crashy.store();
@@ -852,7 +854,7 @@ async fn killed_process_is_billed_once_at_restart(db: TestDb) {
 
     // A second restart bills nothing twice.
     drop(crashy);
-    let (again, recovered) = Billing::open(&db.config("crashy"), &providers())
+    let (again, recovered) = Billing::open(&db.config("crashy"), Some(&providers()))
         .await
         .expect("restart");
     assert!(recovered.is_empty());

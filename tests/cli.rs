@@ -268,3 +268,163 @@ fn sip_call_against_sipp() {
         "{refused:?}"
     );
 }
+
+/// `switchboard billing …` on a SQLite file: rate sheets (refused whole
+/// when a row is bad), rating, credit, limits and the CDR list.
+#[test]
+fn billing_tools_import_rate_credit_and_list() {
+    use switchboard::billing::{self, Billing, LegEnd, LegRole, LegStart, Micros};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = format!("sqlite://{}", dir.path().join("billing.db").display());
+    let config = dir.path().join("switchboard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[billing]\ndatabase = \"{db}\"\n\
+             [[sip.providers]]\nname = \"PROXICOM\"\naddress = \"127.0.0.1:5080\"\n\
+             [[sip.providers]]\nname = \"PAKLINE\"\naddress = \"127.0.0.1:5081\"\n"
+        ),
+    )
+    .expect("config");
+    let config = config.to_str().expect("utf-8 path");
+    let billing = |args: &[&str], stdin: &str| {
+        let mut all = vec!["billing", "--config", config];
+        all.extend_from_slice(args);
+        switchboard(&all, stdin)
+    };
+    let stderr = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+
+    let bad = "provider,prefix,price_per_minute\nPROXICOM,4420,0.014\nNOPE,1,0.1\nPAKLINE,49,1e3\n";
+    let out = billing(&["import-rates", "-"], bad);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("rate sheet refused, nothing imported"),
+        "{out:?}"
+    );
+    assert!(
+        stderr(&out).contains("line 3: unknown provider \"NOPE\""),
+        "{out:?}"
+    );
+    assert!(stderr(&out).contains("line 4: price_per_minute"), "{out:?}");
+    let out = billing(&["rate", "+442071234567"], "");
+    assert!(
+        !out.status.success(),
+        "the good row was not imported either"
+    );
+    assert!(stderr(&out).contains("no provider has a rate for 442071234567"));
+
+    let good = "provider,prefix,price_per_minute,increment_secs,connect_fee\n\
+                PROXICOM,4420,0.014,,\nPROXICOM,49,0.03,,\nPAKLINE,49,0.015,,\nPAKLINE,4915,0.01204,,\n";
+    let out = billing(&["import-rates", "-"], good);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout(&out), "imported 4 rates\n");
+    let out = billing(&["rate", "+4915112345678"], "");
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[1].starts_with("PAKLINE")
+            && lines[1].contains("4915")
+            && lines[1].contains("0.01204"),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("PROXICOM") && lines[2].contains("0.03"),
+        "cheapest first: {text}"
+    );
+    let out = billing(&["rate", "112"], "");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("emergency number"), "{out:?}");
+
+    let out = billing(&["credit", "ruslan@example.com", "2.50"], "");
+    assert_eq!(stdout(&out), "ruslan@example.com: balance 2.5 USD\n");
+    let out = billing(&["credit", "ruslan@example.com", "0.1234567"], "");
+    assert!(
+        !out.status.success() && stderr(&out).contains("more than 6 decimals"),
+        "{out:?}"
+    );
+    let out = billing(
+        &[
+            "limits",
+            "ruslan@example.com",
+            "--max-paid-legs",
+            "2",
+            "--daily-cap",
+            "1",
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&billing(&["account", "ruslan@example.com"], ""));
+    assert!(
+        text.contains("balance          2.5 USD") && text.contains("max paid legs    2"),
+        "{text}"
+    );
+    assert!(text.contains("daily cap        1\n"), "{text}");
+
+    // A call billed through the library, listed by the tool.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let settings = billing::Config {
+            database: db.clone(),
+            ..Default::default()
+        };
+        let (b, _) = Billing::open(&settings, None).await.expect("open");
+        let rate = b.offer("PROXICOM", "442071234567").expect("rate").rate;
+        let mut credit = b.session_credit();
+        let now = std::time::Instant::now();
+        let start = 1_764_057_600_000; // 2025-11-25T08:00:00Z
+        let leg = LegStart {
+            leg_id: "L1".into(),
+            session_id: "S1".into(),
+            account: "ruslan@example.com".into(),
+            role: LegRole::Source,
+            address: "phone:442071234567".into(),
+            provider: Some("PROXICOM".into()),
+            rate,
+            started_ms: start,
+        };
+        b.authorise(&mut credit, &leg, now)
+            .await
+            .expect("authorised");
+        b.answered(&mut credit, "L1", now, start + 2_000)
+            .await
+            .expect("answered");
+        let end = LegEnd {
+            leg_id: "L1".into(),
+            ended_ms: start + 62_000,
+            sip_status: Some(200),
+            reason: "EndedByHangup".into(),
+        };
+        let s = b
+            .end_leg(&mut credit, &end, now)
+            .await
+            .expect("settled")
+            .expect("new");
+        assert_eq!((s.billed_secs, s.cost), (60, Micros(14_000)));
+        b.end_session("S1").await.expect("released");
+        b.store().close().await;
+    });
+    let text = stdout(&billing(&["cdrs", "ruslan@example.com"], ""));
+    let row = text.lines().nth(1).expect("one CDR");
+    for field in [
+        "2025-11-25T08:00:00",
+        "source",
+        "phone:442071234567",
+        "PROXICOM",
+        "60",
+        "0.014",
+        "200",
+        "EndedByHangup",
+    ] {
+        assert!(row.contains(field), "{field} missing: {text}");
+    }
+    let text = stdout(&billing(&["account", "ruslan@example.com"], ""));
+    assert!(
+        text.contains("balance          2.486 USD") && text.contains("spent today      0"),
+        "{text}"
+    );
+}

@@ -136,6 +136,25 @@ impl Config {
         Ok(config)
     }
 
+    /// The configured SIP providers as the billing database records them.
+    pub fn provider_records(&self) -> Vec<billing::ProviderRecord> {
+        self.sip
+            .providers
+            .iter()
+            .map(|p| billing::ProviderRecord {
+                name: p.name.clone(),
+                target: format!(
+                    "sip:{};transport={}",
+                    p.address,
+                    p.transport.to_string().to_ascii_lowercase()
+                ),
+                username: p.username.clone(),
+                password: p.password.clone(),
+                enabled: true,
+            })
+            .collect()
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         let sip = &self.sip;

@@ -1,4 +1,7 @@
-//! The `switchboard` command: the demo, tools for plugin authors, and a SIP test call.
+//! The `switchboard` command: the demo, tools for plugin authors, a SIP test
+//! call, and the billing tools (rates, accounts, CDRs).
+
+mod billing_cli;
 
 use std::io::{self, BufRead};
 use std::path::PathBuf;
@@ -38,6 +41,19 @@ enum Top {
     Sip {
         #[command(subcommand)]
         command: SipCommand,
+    },
+    /// Rates, accounts and call detail records.
+    Billing {
+        /// A configuration file: its [billing] section names the database,
+        /// its [[sip.providers]] the providers rates may name.
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        /// The database, instead of the configuration's
+        /// (sqlite://file.db or postgres://user@host/db).
+        #[arg(long, global = true)]
+        database: Option<String>,
+        #[command(subcommand)]
+        command: billing_cli::BillingCommand,
     },
 }
 
@@ -137,6 +153,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ring,
                 },
         } => sip_call(target, config, provider, listen, talk, ring),
+        Top::Billing {
+            config,
+            database,
+            command,
+        } => billing_cli::run(config, database, command),
     }
 }
 

@@ -213,15 +213,17 @@ pub struct Billing {
 
 impl Billing {
     /// Opens the database, brings the providers in line with the
-    /// configuration, settles what this host left open before a crash,
-    /// loads the rates and warms the statistics. Returns what recovery
-    /// settled.
+    /// configuration (when given; `None` leaves them as they are), settles
+    /// what this host left open before a crash, loads the rates and warms
+    /// the statistics. Returns what recovery settled.
     pub async fn open(
         config: &Config,
-        providers: &[ProviderRecord],
+        providers: Option<&[ProviderRecord]>,
     ) -> Result<(Billing, Vec<Settlement>), BillingError> {
         let store = Store::connect(&config.database, &config.host_id).await?;
-        store.sync_providers(providers).await?;
+        if let Some(providers) = providers {
+            store.sync_providers(providers).await?;
+        }
         let recovered = store.recover().await?;
         let billing = Billing {
             rates: ArcSwap::from_pointee(store.rate_table().await?),
