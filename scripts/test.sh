@@ -2,9 +2,10 @@
 # Sets up everything the tests need and runs the whole suite: formatting,
 # lints, the guests' and the host's unit tests, the integration tests (which
 # load real plugins, hostile ones included, run the `switchboard` binary,
-# place SIP calls to SIPp on loopback, and mix real RTP on loopback, with
-# SIPp streaming a tone into one conference), and a short smoke run of the
-# benchmarks. Installs SIPp (sip-tester) with apt-get when it is missing.
+# place SIP calls to SIPp on loopback, mix real RTP on loopback with SIPp
+# streaming a tone into one conference, and bill calls on SQLite and on a
+# real PostgreSQL server), and a short smoke run of the benchmarks. Installs
+# SIPp (sip-tester) and PostgreSQL with apt-get when they are missing.
 #
 # Works on a fresh machine: rust-toolchain.toml makes rustup install the
 # pinned toolchain and the wasm32-wasip2 target on first use, and
@@ -27,6 +28,35 @@ if ! command -v sipp >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq sip-tester >/dev/null
 fi
 { sipp -v 2>&1 || true; } | grep -m1 SIPp   # sipp -v exits with status 99
+
+step "test peers: PostgreSQL (the billing tests use a schema of their own on it)"
+# SWITCHBOARD_TEST_POSTGRES names the server; by default the local one at
+# 127.0.0.1:5432, database test. Where it does not answer, PostgreSQL is
+# installed (Debian package postgresql), its cluster started, and the
+# postgres role given a password for TCP logins.
+pg_url="${SWITCHBOARD_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432/test}"
+pg_answers() { command -v psql >/dev/null 2>&1 && psql "$1" -Atqc 'select 1' >/dev/null 2>&1; }
+if ! pg_answers "$pg_url"; then
+    if [ "$(id -u)" -eq 0 ]; then as_root=(); else as_root=(sudo); fi
+    if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+        "${as_root[@]}" apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq postgresql >/dev/null
+    fi
+    version="$(ls /usr/lib/postgresql | sort -V | tail -1)"
+    if ! pg_lsclusters -h | grep -q "^$version main"; then
+        "${as_root[@]}" pg_createcluster "$version" main >/dev/null
+    fi
+    "${as_root[@]}" pg_ctlcluster "$version" main start 2>/dev/null || true
+    as_postgres() { "${as_root[@]}" su postgres -c "$1"; }
+    for _ in $(seq 30); do as_postgres "psql -Atqc 'select 1'" >/dev/null 2>&1 && break; sleep 1; done
+    as_postgres "psql -qc \"ALTER USER postgres PASSWORD 'switchboard'\"" >/dev/null
+    as_postgres "psql -Atqc \"SELECT 1 FROM pg_database WHERE datname = 'test'\"" | grep -q 1 \
+        || as_postgres "createdb test"
+    pg_url="postgres://postgres:switchboard@127.0.0.1:5432/test"
+    pg_answers "$pg_url" || { echo "PostgreSQL at $pg_url does not answer"; exit 1; }
+fi
+export SWITCHBOARD_TEST_POSTGRES="$pg_url"
+psql "$pg_url" -Atqc 'show server_version'
 
 step "formatting"
 cargo fmt --all -- --check
