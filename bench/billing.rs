@@ -168,7 +168,7 @@ async fn run(kind: &str, url: String, legs: usize, auths: usize, tasks: usize) {
                     sip_status: Some(200),
                     reason: "EndedByHangup".into(),
                 };
-                if b.store().settle(&end).await.expect("settle").is_some() {
+                if b.settle(end).await.expect("settle").is_some() {
                     n += 1;
                 }
             }
@@ -235,7 +235,7 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let legs = arg("--legs", if quick { 600 } else { 30_000 });
     let auths = arg("--auths", if quick { 200 } else { 5_000 });
-    let tasks = arg("--tasks", 8).max(1);
+    let tasks = arg("--tasks", 16).max(1);
     println!(
         "billing benchmark ({}): {legs} settlements and {auths} authorisations per database",
         if quick { "quick" } else { "full" }

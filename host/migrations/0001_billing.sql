@@ -36,11 +36,13 @@ CREATE TABLE rates (
     PRIMARY KEY (provider, prefix)
 );
 
--- Credit set aside for one live session; released when it ends.
+-- Credit set aside for one live session: `amount` granted in all, `used`
+-- by its settled legs. What is left is released when the session ends.
 CREATE TABLE reservations (
     session_id TEXT PRIMARY KEY,
     account TEXT NOT NULL REFERENCES accounts (id),
     amount BIGINT NOT NULL,
+    used BIGINT NOT NULL DEFAULT 0,
     host TEXT NOT NULL
 );
 

@@ -8,6 +8,7 @@
 //!   warning, cut-off.
 //! - [`stats`]: sliding-window ASR/ACD/PDD per provider.
 //! - [`store`]: the database (SQLite or PostgreSQL through sqlx).
+//! - [`settler`]: group commit of settlements.
 //! - [`import`]: rate sheets in CSV.
 //!
 //! [`Billing`] ties them together for the session manager: rate a number,
@@ -18,6 +19,7 @@ pub mod import;
 pub mod money;
 pub mod policy;
 pub mod rating;
+pub mod settler;
 pub mod stats;
 pub mod store;
 
@@ -108,6 +110,10 @@ pub enum BillingError {
         /// The number.
         number: String,
     },
+    /// A settlement batch failed (the database error, as text, for every
+    /// leg of the batch); the legs stay open and can be settled again.
+    #[error("settlement failed: {0}")]
+    Settlement(String),
     /// A rate sheet with bad rows; nothing was imported.
     #[error("rate sheet refused, nothing imported:\n{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
     Import(Vec<import::RowError>),
@@ -205,6 +211,7 @@ pub fn unix_ms(at: SystemTime) -> i64 {
 #[derive(Debug)]
 pub struct Billing {
     store: Store,
+    settler: settler::Settler,
     rates: ArcSwap<RateTable>,
     stats: StatsBook,
     policy: Policy,
@@ -226,6 +233,7 @@ impl Billing {
         }
         let recovered = store.recover().await?;
         let billing = Billing {
+            settler: settler::Settler::spawn(store.clone(), 128),
             rates: ArcSwap::from_pointee(store.rate_table().await?),
             stats: StatsBook::new(config.stats),
             policy: Policy::new(&config.emergency_numbers, &config.denied_prefixes),
@@ -316,11 +324,7 @@ impl Billing {
             let needed = credit.needed_for(now, leg.rate);
             let short = needed.minus(credit.pool()).max(Micros::ZERO);
             let wanted = credit.wanted(now, Some(leg.rate)).max(short);
-            match self
-                .store
-                .reserve(&leg.session_id, &leg.account, short, wanted, leg.started_ms)
-                .await
-            {
+            match self.store.authorise_leg(leg, short, wanted).await {
                 Ok(granted) => credit.top_up(now, granted),
                 Err(BillingError::InsufficientCredit { available, .. }) => {
                     return Err(BillingError::InsufficientCredit {
@@ -330,8 +334,9 @@ impl Billing {
                 }
                 Err(e) => return Err(e),
             }
+        } else {
+            self.store.open_leg(leg).await?;
         }
-        self.store.open_leg(leg).await?;
         if leg.rate.is_paid() {
             credit
                 .add_leg(now, leg.leg_id.clone(), leg.rate)
@@ -389,10 +394,16 @@ impl Billing {
         end: &LegEnd,
         now: Instant,
     ) -> Result<Option<Settlement>, BillingError> {
-        let settled = self.store.settle(end).await?;
+        let settled = self.settler.settle(end.clone()).await?;
         let cost = settled.as_ref().map_or(Micros::ZERO, |s| s.cost);
         credit.remove_leg(now, &end.leg_id, cost);
         Ok(settled)
+    }
+
+    /// Settles a leg without a session's credit clock (group-committed with
+    /// other settlements in flight); `None` if it was already settled.
+    pub async fn settle(&self, end: LegEnd) -> Result<Option<Settlement>, BillingError> {
+        self.settler.settle(end).await
     }
 
     /// The session ended: give back what is left of its reservation.

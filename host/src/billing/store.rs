@@ -10,6 +10,7 @@
 //! billed once whoever settles it and however often.
 
 use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -195,6 +196,44 @@ pub struct Store {
 }
 
 const MIGRATION: &str = include_str!("../../migrations/0001_billing.sql");
+
+/// Most legs settled in one transaction.
+const MAX_BATCH: usize = 128;
+
+/// How a leg ends, as settlement needs it (`ended_ms` none: at its last
+/// recorded progress, after a crash).
+struct Ending<'a> {
+    leg_id: &'a str,
+    ended_ms: Option<i64>,
+    sip_status: Option<i64>,
+    reason: &'a str,
+}
+
+/// A leg claimed for settlement, priced.
+struct Claimed {
+    settlement: Settlement,
+    paid: bool,
+    day: i64,
+}
+
+/// `($1, $2), ($3, $4)` for `rows` rows of `columns` parameters.
+fn placeholders(rows: usize, columns: usize) -> String {
+    let mut out = String::with_capacity(rows * columns * 5);
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for c in 0..columns {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&format!("${}", r * columns + c + 1));
+        }
+        out.push(')');
+    }
+    out
+}
 
 /// Day number (UTC) of a Unix millisecond time, for the daily cap.
 fn day_of(ms: i64) -> i64 {
@@ -540,29 +579,7 @@ impl Store {
             let Some(acct) = self.account(account).await? else {
                 return Err(BillingError::UnknownAccount(account.to_string()));
             };
-            if acct.blocked {
-                return Err(BillingError::Blocked(account.to_string()));
-            }
-            let mut grant = acct.available();
-            if let Some(cap) = acct.daily_spend_cap {
-                let spent = self.spent_on_day(account, now_ms).await?;
-                let left = cap.minus(spent).minus(acct.reserved);
-                if left < min {
-                    return Err(BillingError::DailyCap {
-                        account: account.to_string(),
-                        cap,
-                        spent,
-                    });
-                }
-                grant = grant.min(left);
-            }
-            grant = grant.min(want.max(min));
-            if grant < min {
-                return Err(BillingError::InsufficientCredit {
-                    available: acct.available(),
-                    needed: min,
-                });
-            }
+            let grant = self.grantable(&acct, min, want, now_ms).await?;
             if grant.0 <= 0 {
                 return Ok(Micros::ZERO);
             }
@@ -597,31 +614,149 @@ impl Store {
         Err(BillingError::Contended(account.to_string()))
     }
 
+    /// What `account` can set aside now: up to `want`, as far as its free
+    /// credit and today's cap go; an error if that is less than `min`.
+    async fn grantable(
+        &self,
+        acct: &Account,
+        min: Micros,
+        want: Micros,
+        now_ms: i64,
+    ) -> Result<Micros, BillingError> {
+        if acct.blocked {
+            return Err(BillingError::Blocked(acct.id.clone()));
+        }
+        let mut grant = acct.available();
+        if let Some(cap) = acct.daily_spend_cap {
+            let spent = self.spent_on_day(&acct.id, now_ms).await?;
+            let left = cap.minus(spent).minus(acct.reserved);
+            if left < min {
+                return Err(BillingError::DailyCap {
+                    account: acct.id.clone(),
+                    cap,
+                    spent,
+                });
+            }
+            grant = grant.min(left);
+        }
+        grant = grant.min(want.max(min));
+        if grant < min {
+            return Err(BillingError::InsufficientCredit {
+                available: acct.available(),
+                needed: min,
+            });
+        }
+        Ok(grant.max(Micros::ZERO))
+    }
+
+    /// Authorises a paid leg in one transaction: sets aside up to `want`
+    /// more for its session (at least `min`), counts it against the
+    /// account's cap on paid legs, and records its CDR. Returns what was
+    /// added to the session's reservation. Free legs are only recorded.
+    ///
+    /// The first try asks for all of `want` with one conditional update
+    /// (the usual case: an account without a daily cap that can afford the
+    /// chunk); only when that is refused is the account read to find out
+    /// how much it can give, or why not.
+    pub async fn authorise_leg(
+        &self,
+        leg: &LegStart,
+        min: Micros,
+        want: Micros,
+    ) -> Result<Micros, BillingError> {
+        if !leg.rate.is_paid() {
+            self.open_leg(leg).await?;
+            return Ok(Micros::ZERO);
+        }
+        let mut grant = want.max(min);
+        let mut read = false;
+        for _ in 0..32 {
+            let mut tx = self.pool.begin().await?;
+            if grant.0 > 0 {
+                sqlx::query(
+                    "INSERT INTO reservations (session_id, account, amount, host) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (session_id) \
+                     DO UPDATE SET amount = reservations.amount + excluded.amount",
+                )
+                .bind(&leg.session_id)
+                .bind(&leg.account)
+                .bind(grant.0)
+                .bind(&self.host)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| match e.as_database_error().map(|d| d.kind()) {
+                    Some(sqlx::error::ErrorKind::ForeignKeyViolation) => {
+                        BillingError::UnknownAccount(leg.account.clone())
+                    }
+                    _ => BillingError::Database(e),
+                })?;
+            }
+            let capped = if read {
+                ""
+            } else {
+                " AND daily_spend_cap IS NULL"
+            };
+            let counted = sqlx::query(&format!(
+                "UPDATE accounts SET reserved = reserved + $2, live_paid_legs = live_paid_legs + 1 \
+                 WHERE id = $1 AND blocked = 0 AND balance - reserved >= $2 \
+                 AND (max_paid_legs IS NULL OR live_paid_legs < max_paid_legs){capped}"
+            ))
+            .bind(&leg.account)
+            .bind(grant.0)
+            .execute(&mut *tx)
+            .await?;
+            if counted.rows_affected() == 1 {
+                if !self.insert_cdr(&mut tx, leg).await? {
+                    // Already recorded (a retry): count nothing twice.
+                    tx.rollback().await?;
+                    return Ok(Micros::ZERO);
+                }
+                tx.commit().await?;
+                return Ok(grant);
+            }
+            tx.rollback().await?;
+            let Some(acct) = self.account(&leg.account).await? else {
+                return Err(BillingError::UnknownAccount(leg.account.clone()));
+            };
+            if let Some(cap) = acct.max_paid_legs.filter(|cap| acct.live_paid_legs >= *cap) {
+                return Err(BillingError::PaidLegCap {
+                    account: leg.account.clone(),
+                    cap,
+                });
+            }
+            grant = self.grantable(&acct, min, want, leg.started_ms).await?;
+            read = true;
+        }
+        Err(BillingError::Contended(leg.account.clone()))
+    }
+
     /// What is still reserved for `session`.
     pub async fn reservation(&self, session: &str) -> Result<Micros, BillingError> {
-        let amount: Option<i64> =
-            sqlx::query_scalar("SELECT amount FROM reservations WHERE session_id = $1")
+        let left: Option<i64> =
+            sqlx::query_scalar("SELECT amount - used FROM reservations WHERE session_id = $1")
                 .bind(session)
                 .fetch_optional(&self.pool)
                 .await?;
-        Ok(Micros(amount.unwrap_or(0)))
+        Ok(Micros(left.unwrap_or(0).max(0)))
     }
 
     /// Gives back what is left of the session's reservation (the session
     /// ended). Returns the amount released; releasing twice releases nothing.
     pub async fn release(&self, session: &str) -> Result<Micros, BillingError> {
         let mut tx = self.pool.begin().await?;
-        let row =
-            sqlx::query("DELETE FROM reservations WHERE session_id = $1 RETURNING account, amount")
-                .bind(session)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let row = sqlx::query(
+            "DELETE FROM reservations WHERE session_id = $1 RETURNING account, amount, used",
+        )
+        .bind(session)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(row) = row else {
             tx.rollback().await?;
             return Ok(Micros::ZERO);
         };
         let account: String = row.try_get("account")?;
-        let amount = micros(&row, "amount")?;
+        let (amount, used): (i64, i64) = (row.try_get("amount")?, row.try_get("used")?);
+        let amount = Micros((amount - used).max(0));
         sqlx::query("UPDATE accounts SET reserved = reserved - $2 WHERE id = $1")
             .bind(&account)
             .bind(amount.0)
@@ -659,6 +794,22 @@ impl Store {
                 });
             }
         }
+        let inserted = self.insert_cdr(&mut tx, leg).await?;
+        if !inserted {
+            // Already recorded (a retry): do not count it twice.
+            tx.rollback().await?;
+            return Ok(());
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Writes a leg's CDR; false if it was already there.
+    async fn insert_cdr(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        leg: &LegStart,
+    ) -> Result<bool, BillingError> {
         let inserted = sqlx::query(
             "INSERT INTO cdrs (leg_id, session_id, account, role, address, provider, \
              price_per_minute, increment_secs, connect_fee, host, started_ms) \
@@ -675,15 +826,9 @@ impl Store {
         .bind(leg.rate.connect_fee.0)
         .bind(&self.host)
         .bind(leg.started_ms)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        if inserted.rows_affected() == 0 {
-            // Already recorded (a retry): do not count it twice.
-            tx.rollback().await?;
-            return Ok(());
-        }
-        tx.commit().await?;
-        Ok(())
+        Ok(inserted.rows_affected() == 1)
     }
 
     /// Records that the leg answered: its billed time starts here.
@@ -719,13 +864,30 @@ impl Store {
     /// Returns `None` if the leg was already settled (or never recorded):
     /// settling is idempotent.
     pub async fn settle(&self, end: &LegEnd) -> Result<Option<Settlement>, BillingError> {
-        self.settle_at(
-            &end.leg_id,
-            Some(end.ended_ms),
-            end.sip_status.map(i64::from),
-            &end.reason,
-        )
-        .await
+        let mut settled = self.settle_batch(std::slice::from_ref(end)).await?;
+        Ok(settled.pop().flatten())
+    }
+
+    /// Settles many legs in few transactions: one set-based statement per
+    /// table, whatever the number of legs, so the database's per-statement
+    /// cost is paid once per batch ([`super::settler::Settler`] gathers
+    /// concurrent settlements into batches). Returns, for each leg in
+    /// order, what was billed, or `None` if it was already settled (or
+    /// never recorded, or named twice in the batch).
+    pub async fn settle_batch(
+        &self,
+        ends: &[LegEnd],
+    ) -> Result<Vec<Option<Settlement>>, BillingError> {
+        let endings: Vec<Ending<'_>> = ends
+            .iter()
+            .map(|e| Ending {
+                leg_id: &e.leg_id,
+                ended_ms: Some(e.ended_ms),
+                sip_status: e.sip_status.map(i64::from),
+                reason: &e.reason,
+            })
+            .collect();
+        self.settle_endings(&endings).await
     }
 
     /// Settles every leg this host left open (a crash or a kill), each at
@@ -738,12 +900,21 @@ impl Store {
                 .bind(&self.host)
                 .fetch_all(&self.pool)
                 .await?;
-        let mut settled = Vec::with_capacity(open.len());
-        for leg in open {
-            if let Some(s) = self.settle_at(&leg, None, None, "HostRestarted").await? {
-                settled.push(s);
-            }
-        }
+        let endings: Vec<Ending<'_>> = open
+            .iter()
+            .map(|leg_id| Ending {
+                leg_id,
+                ended_ms: None,
+                sip_status: None,
+                reason: "HostRestarted",
+            })
+            .collect();
+        let settled = self
+            .settle_endings(&endings)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
         let sessions: Vec<String> =
             sqlx::query_scalar("SELECT session_id FROM reservations WHERE host = $1")
                 .bind(&self.host)
@@ -755,105 +926,211 @@ impl Store {
         Ok(settled)
     }
 
-    async fn settle_at(
+    async fn settle_endings(
         &self,
-        leg_id: &str,
-        ended_ms: Option<i64>,
-        sip_status: Option<i64>,
-        reason: &str,
-    ) -> Result<Option<Settlement>, BillingError> {
-        let mut tx = self.pool.begin().await?;
-        // Claim the leg first: whoever flips `settled` bills it, once.
-        let row = sqlx::query(
-            "UPDATE cdrs SET settled = 1 WHERE leg_id = $1 AND settled = 0 RETURNING session_id, \
-             account, price_per_minute, increment_secs, connect_fee, started_ms, answered_ms, \
-             progress_ms",
-        )
-        .bind(leg_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            tx.rollback().await?;
-            return Ok(None);
-        };
-        let session_id: String = row.try_get("session_id")?;
-        let account: String = row.try_get("account")?;
-        let rate = Rate {
-            price_per_minute: micros(&row, "price_per_minute")?,
-            increment_secs: opt_u32(Some(row.try_get("increment_secs")?)).unwrap_or(1),
-            connect_fee: micros(&row, "connect_fee")?,
-        };
-        let started: i64 = row.try_get("started_ms")?;
-        let answered: Option<i64> = row.try_get("answered_ms")?;
-        let progress: Option<i64> = row.try_get("progress_ms")?;
-        // A crash ends the leg at its last recorded progress.
-        let ended = ended_ms.or(progress).or(answered).unwrap_or(started);
-        let talk_ms = answered.map_or(0, |a| u64::try_from(ended - a).unwrap_or(0));
-        let billed_secs = rate.billed_secs(talk_ms);
-        let mut cost = rate.cost(billed_secs);
-        if rate.is_paid() {
-            let lock = match self.backend {
-                Backend::Postgres => " FOR UPDATE",
-                Backend::Sqlite => "",
-            };
-            let held: Option<i64> = sqlx::query_scalar(&format!(
-                "SELECT amount FROM reservations WHERE session_id = $1{lock}"
-            ))
-            .bind(&session_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let held = Micros(held.unwrap_or(0).max(0));
-            if cost > held {
-                // The cut-off should have ended the leg inside its
-                // reservation; never bill beyond what was set aside.
-                tracing::warn!(leg_id, %cost, %held, "leg outran its reservation; billing what was reserved");
-                cost = held;
-            }
-            sqlx::query("UPDATE reservations SET amount = amount - $2 WHERE session_id = $1")
-                .bind(&session_id)
-                .bind(cost.0)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "UPDATE accounts SET balance = balance - $2, reserved = reserved - $2, \
-                 live_paid_legs = live_paid_legs - 1 WHERE id = $1",
-            )
-            .bind(&account)
-            .bind(cost.0)
-            .execute(&mut *tx)
-            .await?;
-            if cost.0 > 0 {
-                sqlx::query(
-                    "INSERT INTO daily_spend (account, day, amount) VALUES ($1, $2, $3) \
-                     ON CONFLICT (account, day) DO UPDATE SET amount = daily_spend.amount + excluded.amount",
-                )
-                .bind(&account)
-                .bind(day_of(ended))
-                .bind(cost.0)
-                .execute(&mut *tx)
-                .await?;
+        ends: &[Ending<'_>],
+    ) -> Result<Vec<Option<Settlement>>, BillingError> {
+        let mut results = vec![None; ends.len()];
+        let mut seen = HashSet::new();
+        let unique: Vec<usize> = (0..ends.len())
+            .filter(|&i| seen.insert(ends[i].leg_id))
+            .collect();
+        for chunk in unique.chunks(MAX_BATCH) {
+            let batch: Vec<&Ending<'_>> = chunk.iter().map(|&i| &ends[i]).collect();
+            let settled = self.settle_chunk(&batch).await?;
+            for &i in chunk {
+                results[i] = settled.get(ends[i].leg_id).cloned();
             }
         }
-        sqlx::query(
-            "UPDATE cdrs SET ended_ms = $2, billed_secs = $3, cost = $4, sip_status = $5, \
-             end_reason = $6 WHERE leg_id = $1",
-        )
-        .bind(leg_id)
-        .bind(ended)
-        .bind(i64::try_from(billed_secs).unwrap_or(i64::MAX))
-        .bind(cost.0)
-        .bind(sip_status)
-        .bind(reason)
-        .execute(&mut *tx)
-        .await?;
+        Ok(results)
+    }
+
+    /// One transaction: claim the legs (only unsettled ones come back),
+    /// price them, take the costs off the sessions' reservations, debit the
+    /// accounts, count the day's spend, write the costs into the CDRs.
+    async fn settle_chunk(
+        &self,
+        batch: &[&Ending<'_>],
+    ) -> Result<HashMap<String, Settlement>, BillingError> {
+        let mut tx = self.pool.begin().await?;
+        let sql = format!(
+            "WITH v(v_leg, v_ended, v_status, v_reason) AS (VALUES {}) \
+             UPDATE cdrs SET settled = 1, \
+             ended_ms = COALESCE(v_ended, progress_ms, answered_ms, started_ms), \
+             sip_status = v_status, end_reason = v_reason \
+             FROM v WHERE leg_id = v_leg AND settled = 0 \
+             RETURNING leg_id, session_id, account, price_per_minute, increment_secs, \
+             connect_fee, answered_ms, ended_ms",
+            placeholders(batch.len(), 4)
+        );
+        let mut claim = sqlx::query(&sql);
+        for e in batch {
+            claim = claim
+                .bind(e.leg_id)
+                .bind(e.ended_ms)
+                .bind(e.sip_status)
+                .bind(e.reason);
+        }
+        let rows = claim.fetch_all(&mut *tx).await?;
+        if rows.is_empty() {
+            tx.rollback().await?;
+            return Ok(HashMap::new());
+        }
+        let mut legs = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let rate = Rate {
+                price_per_minute: micros(row, "price_per_minute")?,
+                increment_secs: opt_u32(Some(row.try_get("increment_secs")?)).unwrap_or(1),
+                connect_fee: micros(row, "connect_fee")?,
+            };
+            let answered: Option<i64> = row.try_get("answered_ms")?;
+            let ended: i64 = row.try_get("ended_ms")?;
+            let talk_ms = answered.map_or(0, |a| u64::try_from(ended - a).unwrap_or(0));
+            let billed_secs = rate.billed_secs(talk_ms);
+            legs.push(Claimed {
+                settlement: Settlement {
+                    leg_id: row.try_get("leg_id")?,
+                    session_id: row.try_get("session_id")?,
+                    account: row.try_get("account")?,
+                    billed_secs,
+                    cost: rate.cost(billed_secs),
+                },
+                paid: rate.is_paid(),
+                day: day_of(ended),
+            });
+        }
+        // Sorted, so concurrent batches lock rows in one order.
+        legs.sort_by(|a, b| {
+            (
+                &a.settlement.account,
+                &a.settlement.session_id,
+                &a.settlement.leg_id,
+            )
+                .cmp(&(
+                    &b.settlement.account,
+                    &b.settlement.session_id,
+                    &b.settlement.leg_id,
+                ))
+        });
+
+        // Reservations: what each session's paid legs cost together.
+        let mut by_session: BTreeMap<&str, i64> = BTreeMap::new();
+        for l in legs.iter().filter(|l| l.paid && l.settlement.cost.0 > 0) {
+            *by_session
+                .entry(l.settlement.session_id.as_str())
+                .or_default() += l.settlement.cost.0;
+        }
+        let mut taken: HashMap<String, i64> = HashMap::new();
+        if !by_session.is_empty() {
+            let sql = format!(
+                "WITH v(v_session, v_cost) AS (VALUES {}) UPDATE reservations \
+                 SET used = used + v_cost FROM v WHERE session_id = v_session \
+                 RETURNING session_id, amount, used",
+                placeholders(by_session.len(), 2)
+            );
+            let mut q = sqlx::query(&sql);
+            for (session, cost) in &by_session {
+                q = q.bind(*session).bind(*cost);
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                let session: String = row.try_get("session_id")?;
+                let (amount, used): (i64, i64) = (row.try_get("amount")?, row.try_get("used")?);
+                let cost = by_session.get(session.as_str()).copied().unwrap_or(0);
+                // Take what was still reserved, never more than the cost.
+                let take = (amount - (used - cost)).clamp(0, cost);
+                taken.insert(session, take);
+            }
+        }
+        // Never bill beyond the reservation: the cut-off should have ended
+        // the legs inside it; if not, the later legs of the session give way.
+        for l in legs
+            .iter_mut()
+            .filter(|l| l.paid && l.settlement.cost.0 > 0)
+        {
+            let left = taken.entry(l.settlement.session_id.clone()).or_insert(0);
+            if l.settlement.cost.0 > *left {
+                tracing::warn!(
+                    leg_id = %l.settlement.leg_id,
+                    cost = %l.settlement.cost,
+                    reserved = %Micros(*left),
+                    "leg outran its reservation; billing what was reserved"
+                );
+                l.settlement.cost = Micros(*left);
+            }
+            *left -= l.settlement.cost.0;
+        }
+
+        // Accounts: debit and count down the paid legs, locked in id order.
+        let mut by_account: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+        let mut by_day: BTreeMap<(&str, i64), i64> = BTreeMap::new();
+        for l in legs.iter().filter(|l| l.paid) {
+            let e = by_account.entry(l.settlement.account.as_str()).or_default();
+            e.0 += l.settlement.cost.0;
+            e.1 += 1;
+            if l.settlement.cost.0 > 0 {
+                *by_day
+                    .entry((l.settlement.account.as_str(), l.day))
+                    .or_default() += l.settlement.cost.0;
+            }
+        }
+        if !by_account.is_empty() {
+            if self.backend == Backend::Postgres {
+                let sql = format!(
+                    "SELECT id FROM accounts WHERE id IN ({}) ORDER BY id FOR NO KEY UPDATE",
+                    (1..=by_account.len())
+                        .map(|i| format!("${i}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                let mut q = sqlx::query(&sql);
+                for account in by_account.keys() {
+                    q = q.bind(*account);
+                }
+                q.fetch_all(&mut *tx).await?;
+            }
+            let sql = format!(
+                "WITH v(v_id, v_debit, v_legs) AS (VALUES {}) UPDATE accounts SET \
+                 balance = balance - v_debit, reserved = reserved - v_debit, \
+                 live_paid_legs = live_paid_legs - v_legs FROM v WHERE id = v_id",
+                placeholders(by_account.len(), 3)
+            );
+            let mut q = sqlx::query(&sql);
+            for (account, (debit, count)) in &by_account {
+                q = q.bind(*account).bind(*debit).bind(*count);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        if !by_day.is_empty() {
+            let sql = format!(
+                "INSERT INTO daily_spend (account, day, amount) VALUES {} ON CONFLICT \
+                 (account, day) DO UPDATE SET amount = daily_spend.amount + excluded.amount",
+                placeholders(by_day.len(), 3)
+            );
+            let mut q = sqlx::query(&sql);
+            for ((account, day), amount) in &by_day {
+                q = q.bind(*account).bind(*day).bind(*amount);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        let sql = format!(
+            "WITH v(v_leg, v_secs, v_cost) AS (VALUES {}) UPDATE cdrs \
+             SET billed_secs = v_secs, cost = v_cost FROM v WHERE leg_id = v_leg",
+            placeholders(legs.len(), 3)
+        );
+        let mut q = sqlx::query(&sql);
+        for l in &legs {
+            let secs = i64::try_from(l.settlement.billed_secs).unwrap_or(i64::MAX);
+            q = q
+                .bind(&l.settlement.leg_id)
+                .bind(secs)
+                .bind(l.settlement.cost.0);
+        }
+        q.execute(&mut *tx).await?;
         tx.commit().await?;
-        Ok(Some(Settlement {
-            leg_id: leg_id.to_string(),
-            session_id,
-            account,
-            billed_secs,
-            cost,
-        }))
+        Ok(legs
+            .into_iter()
+            .map(|l| (l.settlement.leg_id.clone(), l.settlement))
+            .collect())
     }
 
     /// The account's latest CDRs, newest first.
