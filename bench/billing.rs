@@ -181,10 +181,13 @@ async fn run(kind: &str, url: String, legs: usize, auths: usize, tasks: usize) {
     }
     let elapsed = start.elapsed();
     assert_eq!(settled, opened, "every leg settled once");
+    let batches = b.settler_stats().batches.max(1);
     println!(
-        "{kind:<9} settlements: {settled} legs in {:.3} s = {:.0} settlements/s ({tasks} tasks)",
+        "{kind:<9} settlements: {settled} legs in {:.3} s = {:.0} settlements/s \
+         ({tasks} tasks; {batches} transactions, {:.1} legs each)",
         elapsed.as_secs_f64(),
-        settled as f64 / elapsed.as_secs_f64()
+        settled as f64 / elapsed.as_secs_f64(),
+        settled as f64 / batches as f64
     );
 
     // --- 2. authorisation latency ----------------------------------------

@@ -577,8 +577,20 @@ async fn concurrent_hosts_never_overspend(db: TestDb) {
         b.reload_rates().await.expect("rates");
         hosts.push(Arc::new(b));
     }
+    // Every host marks its live legs' progress all along, as hosts do.
+    let marking = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut markers = tokio::task::JoinSet::new();
+    for b in &hosts {
+        let (b, marking) = (Arc::clone(b), Arc::clone(&marking));
+        markers.spawn(async move {
+            while marking.load(std::sync::atomic::Ordering::Relaxed) {
+                b.record_progress(T0_MS + 1_000).await.expect("progress");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+    }
     // Every task tries to make calls worth far more than the account holds
-    // (48 × 4 sessions, each wanting all the credit there is).
+    // (48 × 4 sessions of two legs, each wanting ten minutes of credit).
     let mut tasks = tokio::task::JoinSet::new();
     for t in 0..TASKS {
         let b = Arc::clone(&hosts[t % HOSTS]);
@@ -606,17 +618,48 @@ async fn concurrent_hosts_never_overspend(db: TestDb) {
                             .expect("answered");
                         // Talk for the whole authorised time, or 3 minutes.
                         let talk = max.min(Duration::from_secs(180));
-                        let ended = T0_MS + talk.as_millis() as i64;
-                        let s = b
-                            .end_leg(
-                                &mut credit,
-                                &end(&l.leg_id, ended, "EndedByHangup"),
-                                now + talk,
-                            )
-                            .await
-                            .expect("settle")
-                            .expect("first settlement");
+                        let (at, ended) = (now + talk, T0_MS + talk.as_millis() as i64);
+                        // The source hangs up while an additional leg of the
+                        // same session is being authorised: a settlement and
+                        // an authorisation of one session and one account at
+                        // the same time.
+                        let add = leg(
+                            &format!("{session}-add"),
+                            &session,
+                            LegRole::Additional,
+                            "phone:442071234567",
+                            Some("PROXICOM"),
+                            rate,
+                            ended,
+                        );
+                        let (settled, added) = tokio::join!(
+                            b.settle(end(&l.leg_id, ended, "EndedByDestination")),
+                            b.authorise(&mut credit, &add, at)
+                        );
+                        let s = settled.expect("settle").expect("first settlement");
+                        credit.remove_leg(at, &l.leg_id, s.cost);
                         billed.push(s.cost);
+                        match added {
+                            Ok(Some(max)) => {
+                                b.answered(&mut credit, &add.leg_id, at, ended)
+                                    .await
+                                    .expect("answered");
+                                let talk = max.min(Duration::from_secs(30));
+                                let done = end(
+                                    &add.leg_id,
+                                    ended + talk.as_millis() as i64,
+                                    "EndedByHangup",
+                                );
+                                let s = b
+                                    .end_leg(&mut credit, &done, at + talk)
+                                    .await
+                                    .expect("settle")
+                                    .expect("first settlement");
+                                billed.push(s.cost);
+                            }
+                            Err(BillingError::InsufficientCredit { .. }) => refused += 1,
+                            other => panic!("unexpected: {other:?}"),
+                        }
                     }
                     Ok(None) => panic!("a paid leg without a maximum duration"),
                     Err(BillingError::InsufficientCredit { .. }) => refused += 1,
@@ -634,6 +677,10 @@ async fn concurrent_hosts_never_overspend(db: TestDb) {
         legs += billed.len();
         refused += r;
         spent = billed.into_iter().fold(spent, Micros::plus);
+    }
+    marking.store(false, std::sync::atomic::Ordering::Relaxed);
+    while let Some(done) = markers.join_next().await {
+        done.expect("progress marker");
     }
     let a = hosts[0]
         .store()
@@ -733,8 +780,7 @@ fn hold_legs_until_killed() {
             .expect("stdout");
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            b.store()
-                .record_progress(unix_ms(std::time::SystemTime::now()))
+            b.record_progress(unix_ms(std::time::SystemTime::now()))
                 .await
                 .expect("progress");
         }

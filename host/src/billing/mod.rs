@@ -406,6 +406,18 @@ impl Billing {
         self.settler.settle(end).await
     }
 
+    /// Records that this host's answered legs are still up (every
+    /// [`Self::progress_interval`]); after a crash they are billed up to
+    /// the last mark. Returns how many legs were marked.
+    pub async fn record_progress(&self, now_ms: i64) -> Result<u64, BillingError> {
+        self.settler.record_progress(now_ms).await
+    }
+
+    /// What the settlement task has done (transactions, legs).
+    pub fn settler_stats(&self) -> settler::SettlerStats {
+        self.settler.stats()
+    }
+
     /// The session ended: give back what is left of its reservation.
     pub async fn end_session(&self, session_id: &str) -> Result<Micros, BillingError> {
         self.store.release(session_id).await

@@ -8,9 +8,16 @@
 //! so two hosts debiting one account can never take more than it holds, and
 //! a settlement first claims its CDR (`… WHERE settled = 0`), so a leg is
 //! billed once whoever settles it and however often.
+//!
+//! Lock order, for PostgreSQL with several hosts: a writer that touches an
+//! account and a reservation locks the account first (several accounts in
+//! id order); settlements and progress marks, the two writers of many CDR
+//! rows at once, run one at a time per host (in the settler task), and
+//! hosts never share CDR rows or reservations. So no two writers wait on
+//! each other in a cycle.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -207,6 +214,16 @@ struct Ending<'a> {
     ended_ms: Option<i64>,
     sip_status: Option<i64>,
     reason: &'a str,
+}
+
+/// What one authorisation attempt came to.
+enum Authorised {
+    /// Counted, reserved and recorded.
+    Yes,
+    /// The leg was recorded by an earlier call: nothing done twice.
+    AlreadyRecorded,
+    /// The conditional update refused: find out why, or how much is there.
+    Refused,
 }
 
 /// A leg claimed for settlement, priced.
@@ -583,19 +600,9 @@ impl Store {
             if grant.0 <= 0 {
                 return Ok(Micros::ZERO);
             }
-            // Locks in the order settlements take them (reservation, then
-            // account), so the two cannot deadlock on PostgreSQL.
+            // Account first, then reservation: the lock order of every
+            // writer (see the module notes), so none can deadlock another.
             let mut tx = self.pool.begin().await?;
-            sqlx::query(
-                "INSERT INTO reservations (session_id, account, amount, host) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (session_id) DO UPDATE SET amount = reservations.amount + excluded.amount",
-            )
-            .bind(session)
-            .bind(account)
-            .bind(grant.0)
-            .bind(&self.host)
-            .execute(&mut *tx)
-            .await?;
             let taken = sqlx::query(
                 "UPDATE accounts SET reserved = reserved + $2 \
                  WHERE id = $1 AND blocked = 0 AND balance - reserved >= $2",
@@ -608,6 +615,8 @@ impl Store {
                 tx.rollback().await?;
                 continue;
             }
+            self.add_to_reservation(&mut tx, session, account, grant)
+                .await?;
             tx.commit().await?;
             return Ok(grant);
         }
@@ -671,50 +680,15 @@ impl Store {
         let mut grant = want.max(min);
         let mut read = false;
         for _ in 0..32 {
-            let mut tx = self.pool.begin().await?;
-            if grant.0 > 0 {
-                sqlx::query(
-                    "INSERT INTO reservations (session_id, account, amount, host) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (session_id) \
-                     DO UPDATE SET amount = reservations.amount + excluded.amount",
-                )
-                .bind(&leg.session_id)
-                .bind(&leg.account)
-                .bind(grant.0)
-                .bind(&self.host)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| match e.as_database_error().map(|d| d.kind()) {
-                    Some(sqlx::error::ErrorKind::ForeignKeyViolation) => {
-                        BillingError::UnknownAccount(leg.account.clone())
-                    }
-                    _ => BillingError::Database(e),
-                })?;
-            }
-            let capped = if read {
-                ""
-            } else {
-                " AND daily_spend_cap IS NULL"
+            let outcome = match self.backend {
+                Backend::Postgres => self.authorise_pg(leg, grant, read).await?,
+                Backend::Sqlite => self.authorise_tx(leg, grant, read).await?,
             };
-            let counted = sqlx::query(&format!(
-                "UPDATE accounts SET reserved = reserved + $2, live_paid_legs = live_paid_legs + 1 \
-                 WHERE id = $1 AND blocked = 0 AND balance - reserved >= $2 \
-                 AND (max_paid_legs IS NULL OR live_paid_legs < max_paid_legs){capped}"
-            ))
-            .bind(&leg.account)
-            .bind(grant.0)
-            .execute(&mut *tx)
-            .await?;
-            if counted.rows_affected() == 1 {
-                if !self.insert_cdr(&mut tx, leg).await? {
-                    // Already recorded (a retry): count nothing twice.
-                    tx.rollback().await?;
-                    return Ok(Micros::ZERO);
-                }
-                tx.commit().await?;
-                return Ok(grant);
+            match outcome {
+                Authorised::Yes => return Ok(grant),
+                Authorised::AlreadyRecorded => return Ok(Micros::ZERO),
+                Authorised::Refused => {}
             }
-            tx.rollback().await?;
             let Some(acct) = self.account(&leg.account).await? else {
                 return Err(BillingError::UnknownAccount(leg.account.clone()));
             };
@@ -730,6 +704,134 @@ impl Store {
         Err(BillingError::Contended(leg.account.clone()))
     }
 
+    /// Authorisation as one transaction of three statements (SQLite, where
+    /// the transaction is cheap: no round trips to a server).
+    async fn authorise_tx(
+        &self,
+        leg: &LegStart,
+        grant: Micros,
+        read: bool,
+    ) -> Result<Authorised, BillingError> {
+        let mut tx = self.pool.begin().await?;
+        let capped = if read {
+            ""
+        } else {
+            " AND daily_spend_cap IS NULL"
+        };
+        let counted = sqlx::query(&format!(
+            "UPDATE accounts SET reserved = reserved + $2, live_paid_legs = live_paid_legs + 1 \
+             WHERE id = $1 AND blocked = 0 AND balance - reserved >= $2 \
+             AND (max_paid_legs IS NULL OR live_paid_legs < max_paid_legs){capped}"
+        ))
+        .bind(&leg.account)
+        .bind(grant.0)
+        .execute(&mut *tx)
+        .await?;
+        if counted.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(Authorised::Refused);
+        }
+        if grant.0 > 0 {
+            self.add_to_reservation(&mut tx, &leg.session_id, &leg.account, grant)
+                .await?;
+        }
+        if !self.insert_cdr(&mut tx, leg).await? {
+            // Already recorded (a retry): count nothing twice.
+            tx.rollback().await?;
+            return Ok(Authorised::AlreadyRecorded);
+        }
+        tx.commit().await?;
+        Ok(Authorised::Yes)
+    }
+
+    /// Authorisation as one statement (PostgreSQL, where every statement is
+    /// a round trip and every commit a WAL flush): the account's
+    /// conditional update feeds the reservation and the CDR inserts, so
+    /// they happen only if it succeeded, and the account row is locked
+    /// first, as every writer locks it.
+    async fn authorise_pg(
+        &self,
+        leg: &LegStart,
+        grant: Micros,
+        read: bool,
+    ) -> Result<Authorised, BillingError> {
+        let capped = if read {
+            ""
+        } else {
+            " AND daily_spend_cap IS NULL"
+        };
+        let sql = format!(
+            "WITH a AS (UPDATE accounts SET reserved = reserved + $2, \
+               live_paid_legs = live_paid_legs + 1 \
+               WHERE id = $1 AND blocked = 0 AND balance - reserved >= $2 \
+               AND (max_paid_legs IS NULL OR live_paid_legs < max_paid_legs){capped} \
+               AND NOT EXISTS (SELECT 1 FROM cdrs WHERE leg_id = $4) RETURNING id), \
+             r AS (INSERT INTO reservations (session_id, account, amount, host) \
+               SELECT $3, id, $2, $5 FROM a WHERE $2 > 0 ON CONFLICT (session_id) \
+               DO UPDATE SET amount = reservations.amount + excluded.amount RETURNING 1), \
+             c AS (INSERT INTO cdrs (leg_id, session_id, account, role, address, provider, \
+               price_per_minute, increment_secs, connect_fee, host, started_ms) \
+               SELECT $4, $3, id, $6, $7, $8, $9, $10, $11, $5, $12 FROM a RETURNING 1) \
+             SELECT (SELECT COUNT(*) FROM a) AS counted, (SELECT COUNT(*) FROM r) AS reserved, \
+               (SELECT COUNT(*) FROM c) AS recorded, \
+               (SELECT COUNT(*) FROM cdrs WHERE leg_id = $4) AS existing"
+        );
+        let row = sqlx::query(&sql)
+            .bind(&leg.account)
+            .bind(grant.0)
+            .bind(&leg.session_id)
+            .bind(&leg.leg_id)
+            .bind(&self.host)
+            .bind(leg.role.as_str())
+            .bind(&leg.address)
+            .bind(leg.provider.as_deref())
+            .bind(leg.rate.price_per_minute.0)
+            .bind(i64::from(leg.rate.increment_secs))
+            .bind(leg.rate.connect_fee.0)
+            .bind(leg.started_ms)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| match e.as_database_error().map(|d| d.kind()) {
+                Some(sqlx::error::ErrorKind::ForeignKeyViolation) => {
+                    BillingError::UnknownAccount(leg.account.clone())
+                }
+                _ => BillingError::Database(e),
+            })?;
+        let counted: i64 = row.try_get("counted")?;
+        if counted == 1 {
+            return Ok(Authorised::Yes);
+        }
+        // The statement's snapshot predates its own inserts, so `existing`
+        // counts only a CDR recorded by an earlier authorisation.
+        let existing: i64 = row.try_get("existing")?;
+        Ok(if existing > 0 {
+            Authorised::AlreadyRecorded
+        } else {
+            Authorised::Refused
+        })
+    }
+
+    /// Adds `amount` to the session's reservation (creating it).
+    async fn add_to_reservation(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        session: &str,
+        account: &str,
+        amount: Micros,
+    ) -> Result<(), BillingError> {
+        sqlx::query(
+            "INSERT INTO reservations (session_id, account, amount, host) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (session_id) DO UPDATE SET amount = reservations.amount + excluded.amount",
+        )
+        .bind(session)
+        .bind(account)
+        .bind(amount.0)
+        .bind(&self.host)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
     /// What is still reserved for `session`.
     pub async fn reservation(&self, session: &str) -> Result<Micros, BillingError> {
         let left: Option<i64> =
@@ -743,27 +845,40 @@ impl Store {
     /// Gives back what is left of the session's reservation (the session
     /// ended). Returns the amount released; releasing twice releases nothing.
     pub async fn release(&self, session: &str) -> Result<Micros, BillingError> {
+        let account: Option<String> =
+            sqlx::query_scalar("SELECT account FROM reservations WHERE session_id = $1")
+                .bind(session)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(account) = account else {
+            return Ok(Micros::ZERO);
+        };
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
-            "DELETE FROM reservations WHERE session_id = $1 RETURNING account, amount, used",
-        )
-        .bind(session)
-        .fetch_optional(&mut *tx)
-        .await?;
+        // Account first, then reservation (the lock order of every writer);
+        // the reservation is read after the account is locked, so no
+        // settlement can change it in between.
+        sqlx::query("UPDATE accounts SET reserved = reserved WHERE id = $1")
+            .bind(&account)
+            .execute(&mut *tx)
+            .await?;
+        let row =
+            sqlx::query("DELETE FROM reservations WHERE session_id = $1 RETURNING amount, used")
+                .bind(session)
+                .fetch_optional(&mut *tx)
+                .await?;
         let Some(row) = row else {
             tx.rollback().await?;
             return Ok(Micros::ZERO);
         };
-        let account: String = row.try_get("account")?;
         let (amount, used): (i64, i64) = (row.try_get("amount")?, row.try_get("used")?);
-        let amount = Micros((amount - used).max(0));
+        let left = Micros((amount - used).max(0));
         sqlx::query("UPDATE accounts SET reserved = reserved - $2 WHERE id = $1")
             .bind(&account)
-            .bind(amount.0)
+            .bind(left.0)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(amount)
+        Ok(left)
     }
 
     // ---- legs ----------------------------------------------------------
@@ -1013,6 +1128,28 @@ impl Store {
                 ))
         });
 
+        // Accounts before reservations, in id order: the lock order of
+        // every writer. (SQLite has one writer at a time anyway.)
+        let accounts: BTreeSet<&str> = legs
+            .iter()
+            .filter(|l| l.paid)
+            .map(|l| l.settlement.account.as_str())
+            .collect();
+        if self.backend == Backend::Postgres && !accounts.is_empty() {
+            let sql = format!(
+                "SELECT id FROM accounts WHERE id IN ({}) ORDER BY id FOR NO KEY UPDATE",
+                (1..=accounts.len())
+                    .map(|i| format!("${i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for account in &accounts {
+                q = q.bind(*account);
+            }
+            q.fetch_all(&mut *tx).await?;
+        }
+
         // Reservations: what each session's paid legs cost together.
         let mut by_session: BTreeMap<&str, i64> = BTreeMap::new();
         for l in legs.iter().filter(|l| l.paid && l.settlement.cost.0 > 0) {
@@ -1074,20 +1211,6 @@ impl Store {
             }
         }
         if !by_account.is_empty() {
-            if self.backend == Backend::Postgres {
-                let sql = format!(
-                    "SELECT id FROM accounts WHERE id IN ({}) ORDER BY id FOR NO KEY UPDATE",
-                    (1..=by_account.len())
-                        .map(|i| format!("${i}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-                let mut q = sqlx::query(&sql);
-                for account in by_account.keys() {
-                    q = q.bind(*account);
-                }
-                q.fetch_all(&mut *tx).await?;
-            }
             let sql = format!(
                 "WITH v(v_id, v_debit, v_legs) AS (VALUES {}) UPDATE accounts SET \
                  balance = balance - v_debit, reserved = reserved - v_debit, \
