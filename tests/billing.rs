@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use billing_db::{RATES_CSV, TestDb, providers};
 use switchboard::billing::{
-    Billing, BillingError, CreditEvent, LegEnd, LegRole, LegStart, Micros, Rate, Refusal,
-    SessionCredit,
+    AttemptOutcome, Billing, BillingError, CreditEvent, LegEnd, LegRole, LegStart, Micros,
+    ProviderStats, Rate, Refusal, SessionCredit,
 };
 
 /// Runs a scenario once on SQLite and once on PostgreSQL.
@@ -45,6 +45,7 @@ on_both_databases!(
     credit_runs_out_with_a_warning_first,
     concurrent_hosts_never_overspend,
     killed_process_is_billed_once_at_restart,
+    provider_statistics_are_shared_and_survive_a_restart,
 );
 
 const T0_MS: i64 = 1_764_000_000_000;
@@ -914,4 +915,43 @@ async fn killed_process_is_billed_once_at_restart(db: TestDb) {
             .balance,
         a.balance
     );
+}
+
+async fn provider_statistics_are_shared_and_survive_a_restart(db: TestDb) {
+    let b = open_with_rates(&db).await;
+    // Real times: a host warms its window from the last day's attempts.
+    let base = switchboard::billing::unix_ms(std::time::SystemTime::now()) - 60_000;
+    for i in 0..16u32 {
+        let outcome = AttemptOutcome {
+            at_ms: base + i64::from(i) * 1_000,
+            answered: i % 4 != 0,
+            talk_secs: if i % 4 != 0 { 60 + i } else { 0 },
+            pdd_ms: Some(1_000 + i * 100),
+        };
+        let status = if outcome.answered { 200 } else { 486 };
+        b.record_attempt(&format!("a{i}"), "PROXICOM", outcome, Some(status))
+            .await
+            .expect("recorded");
+    }
+    // Recording an attempt twice (a retry) counts it once in the database.
+    let again = AttemptOutcome {
+        at_ms: base,
+        answered: false,
+        talk_secs: 0,
+        pdd_ms: None,
+    };
+    b.store()
+        .record_attempt("a0", "PROXICOM", &again, Some(486))
+        .await
+        .expect("idempotent");
+    let now = base + 20_000;
+    let live = b.provider_stats("PROXICOM", now);
+    assert_eq!((live.attempts, live.answered), (16, 12));
+    assert_eq!(live.asr_bp, Some(7_500));
+    assert_eq!(live.acd_secs, Some(68), "(12 × 60 + 96) / 12");
+    assert_eq!(live.pdd_ms, Some(1_750));
+    assert_eq!(b.provider_stats("PAKLINE", now), ProviderStats::default());
+    // Another host (or this one after a restart) starts with the same figures.
+    let other = open(&db, "host-b").await;
+    assert_eq!(other.provider_stats("PROXICOM", now), live, "{}", db.kind);
 }
