@@ -53,7 +53,8 @@ fn providers() -> Vec<ProviderRecord> {
     }]
 }
 
-async fn postgres_url() -> String {
+/// A fresh schema on the PostgreSQL server: (URL with it as search path, schema).
+async fn postgres_url() -> (String, String) {
     use sqlx::Connection;
     let base = std::env::var("SWITCHBOARD_TEST_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
@@ -66,7 +67,21 @@ async fn postgres_url() -> String {
         .await
         .expect("create schema");
     let sep = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{sep}options=-c%20search_path%3D{schema}")
+    (
+        format!("{base}{sep}options=-c%20search_path%3D{schema}"),
+        schema,
+    )
+}
+
+async fn drop_schema(schema: &str) {
+    use sqlx::Connection;
+    let base = std::env::var("SWITCHBOARD_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&base).await {
+        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .execute(&mut conn)
+            .await;
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -254,7 +269,9 @@ fn main() {
             run("sqlite", String::new(), legs, auths, tasks).await;
         }
         if only.as_deref() != Some("sqlite") {
-            run("postgres", postgres_url().await, legs, auths, tasks).await;
+            let (url, schema) = postgres_url().await;
+            run("postgres", url, legs, auths, tasks).await;
+            drop_schema(&schema).await;
         }
     });
     stats_read(if quick { 100_000 } else { 2_000_000 });

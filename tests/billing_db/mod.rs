@@ -14,14 +14,41 @@ pub fn postgres_base() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
 }
 
-/// A database for one test, removed when dropped (SQLite) or left for
-/// inspection in its own schema (PostgreSQL).
+/// A database for one test, removed when dropped: the SQLite file, or the
+/// PostgreSQL schema (so repeated runs leave nothing behind on the server).
 pub struct TestDb {
     /// What the billing config names.
     pub url: String,
     /// `sqlite` or `postgres`, for messages.
     pub kind: &'static str,
     _dir: Option<tempfile::TempDir>,
+    schema: Option<String>,
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(schema) = self.schema.take() else {
+            return;
+        };
+        // Drop runs inside the test's runtime: use a thread of our own.
+        let base = postgres_base();
+        let _ = std::thread::spawn(move || {
+            use sqlx::Connection;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime
+                .block_on(async move {
+                    let mut conn = sqlx::PgConnection::connect(&base).await?;
+                    sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                        .execute(&mut conn)
+                        .await?;
+                    Ok::<_, sqlx::Error>(())
+                })
+                .map_err(std::io::Error::other)
+        })
+        .join();
+    }
 }
 
 impl TestDb {
@@ -33,6 +60,7 @@ impl TestDb {
             url: format!("sqlite://{}", path.display()),
             kind: "sqlite",
             _dir: Some(dir),
+            schema: None,
         }
     }
 
@@ -64,6 +92,7 @@ impl TestDb {
             url: format!("{base}{sep}options=-c%20search_path%3D{schema}"),
             kind: "postgres",
             _dir: None,
+            schema: Some(schema),
         }
     }
 
