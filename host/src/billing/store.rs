@@ -261,6 +261,15 @@ fn micros(row: &sqlx::any::AnyRow, column: &str) -> Result<Micros, sqlx::Error> 
     row.try_get::<i64, _>(column).map(Micros)
 }
 
+/// The rate columns of a `rates` or `cdrs` row.
+fn rate_of(row: &sqlx::any::AnyRow) -> Result<Rate, sqlx::Error> {
+    Ok(Rate {
+        price_per_minute: micros(row, "price_per_minute")?,
+        increment_secs: opt_u32(Some(row.try_get("increment_secs")?)).unwrap_or(1),
+        connect_fee: micros(row, "connect_fee")?,
+    })
+}
+
 fn opt_u32(v: Option<i64>) -> Option<u32> {
     v.map(|n| u32::try_from(n.max(0)).unwrap_or(u32::MAX))
 }
@@ -513,11 +522,7 @@ impl Store {
         for r in &rows {
             let provider: String = r.try_get("provider")?;
             let prefix: String = r.try_get("prefix")?;
-            let rate = Rate {
-                price_per_minute: micros(r, "price_per_minute")?,
-                increment_secs: opt_u32(Some(r.try_get("increment_secs")?)).unwrap_or(1),
-                connect_fee: micros(r, "connect_fee")?,
-            };
+            let rate = rate_of(r)?;
             table.insert(&provider, &prefix, rate);
         }
         Ok(table)
@@ -1093,11 +1098,7 @@ impl Store {
         }
         let mut legs = Vec::with_capacity(rows.len());
         for row in &rows {
-            let rate = Rate {
-                price_per_minute: micros(row, "price_per_minute")?,
-                increment_secs: opt_u32(Some(row.try_get("increment_secs")?)).unwrap_or(1),
-                connect_fee: micros(row, "connect_fee")?,
-            };
+            let rate = rate_of(row)?;
             let answered: Option<i64> = row.try_get("answered_ms")?;
             let ended: i64 = row.try_get("ended_ms")?;
             let talk_ms = answered.map_or(0, |a| u64::try_from(ended - a).unwrap_or(0));
