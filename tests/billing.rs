@@ -336,6 +336,31 @@ async fn refusals_are_clear_and_leave_nothing_behind(db: TestDb) {
         store.credit(RUSLAN, Micros(1), "EUR", T0_MS).await,
         Err(BillingError::Currency { .. })
     ));
+    let e = store
+        .credit(RUSLAN, Micros(-20_000), "USD", T0_MS)
+        .await
+        .expect_err("overdraw");
+    assert_eq!(
+        e.to_string(),
+        "debiting 0.02 from \"ruslan@example.com\" would take it below its reserved credit (0.01 free)"
+    );
+    assert!(matches!(
+        store
+            .credit("nobody@example.com", Micros(-1), "USD", T0_MS)
+            .await,
+        Err(BillingError::UnknownAccount(_))
+    ));
+    assert_eq!(
+        store
+            .credit(RUSLAN, Micros(-1), "USD", T0_MS)
+            .await
+            .expect("a small debit"),
+        Micros(9_999)
+    );
+    store
+        .credit(RUSLAN, Micros(1), "USD", T0_MS)
+        .await
+        .expect("credit");
 
     // Blocked.
     store

@@ -65,6 +65,18 @@ pub enum BillingError {
         /// The currency asked for.
         given: String,
     },
+    /// A debit larger than the account's free credit.
+    #[error(
+        "debiting {debit} from {account:?} would take it below its reserved credit ({available} free)"
+    )]
+    Overdraw {
+        /// The account.
+        account: String,
+        /// The debit asked for.
+        debit: Micros,
+        /// Credit neither spent nor reserved.
+        available: Micros,
+    },
     /// Not enough credit for the shortest useful call.
     #[error(
         "insufficient credit: {available} available, {needed} needed for one minute of every paid leg"

@@ -369,7 +369,9 @@ impl Store {
     // ---- accounts ------------------------------------------------------
 
     /// Adds `amount` to an account's balance, opening the account (in
-    /// `currency`) if it does not exist; returns the new balance.
+    /// `currency`) if it does not exist; returns the new balance. A
+    /// negative amount (a refund, a correction) may not take the balance
+    /// below what live sessions have reserved, nor open an account.
     pub async fn credit(
         &self,
         account: &str,
@@ -378,17 +380,39 @@ impl Store {
         now_ms: i64,
     ) -> Result<Micros, BillingError> {
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
-            "INSERT INTO accounts (id, currency, balance, created_ms) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (id) DO UPDATE SET balance = accounts.balance + excluded.balance \
-             RETURNING balance, currency",
-        )
-        .bind(account)
-        .bind(currency)
-        .bind(amount.0)
-        .bind(now_ms)
-        .fetch_one(&mut *tx)
-        .await?;
+        let row = if amount.0 < 0 {
+            sqlx::query(
+                "UPDATE accounts SET balance = balance + $2 \
+                 WHERE id = $1 AND balance + $2 >= reserved RETURNING balance, currency",
+            )
+            .bind(account)
+            .bind(amount.0)
+            .fetch_optional(&mut *tx)
+            .await?
+        } else {
+            sqlx::query(
+                "INSERT INTO accounts (id, currency, balance, created_ms) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (id) DO UPDATE SET balance = accounts.balance + excluded.balance \
+                 RETURNING balance, currency",
+            )
+            .bind(account)
+            .bind(currency)
+            .bind(amount.0)
+            .bind(now_ms)
+            .fetch_optional(&mut *tx)
+            .await?
+        };
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Err(match self.account(account).await? {
+                None => BillingError::UnknownAccount(account.to_string()),
+                Some(a) => BillingError::Overdraw {
+                    account: account.to_string(),
+                    debit: Micros(amount.0.saturating_neg()),
+                    available: a.available(),
+                },
+            });
+        };
         let held: String = row.try_get("currency")?;
         if held != currency {
             return Err(BillingError::Currency {
