@@ -1,8 +1,18 @@
 //! Chat front ends: where users' messages come in and the bot's replies go out.
 //!
-//! For now only the console, which the demo uses; the XMPP bot joins it later.
+//! - [`bot`]: the network-independent core (rate limit, parser, session
+//!   manager interface, replies, splitting).
+//! - [`xmpp`]: the XMPP bot (tokio-xmpp).
+//! - [`console`]: the same flow on stdin/stdout, for the demo.
+//! - [`limit`], [`outbox`]: the per-sender rate limit, the offline queue.
 
+pub mod bot;
 pub mod console;
+pub mod limit;
+pub mod outbox;
+pub mod xmpp;
+
+pub use bot::{Bot, Sessions, Unwired};
 
 /// Errors of the chat front ends.
 #[derive(Debug, thiserror::Error)]
@@ -13,4 +23,7 @@ pub enum ChatError {
     /// No plugin version could parse or phrase a message.
     #[error(transparent)]
     Plugin(#[from] crate::plugin::PluginError),
+    /// A chat setting or address that cannot be used.
+    #[error("chat: {0}")]
+    Config(String),
 }

@@ -1,0 +1,173 @@
+//! The XMPP bot against a real Prosody server on loopback, with real XMPP
+//! clients (slixmpp, in their own processes): subscription both ways, a
+//! stranger told how to subscribe, the invite, HELP, a parse error, calls
+//! answered as unavailable, the rate limit, and a Prosody restart in the
+//! middle (the bot reconnects, delivers what it phrased while offline, and
+//! answers again).
+
+mod xmpp_peers;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use switchboard::chat::limit::RateLimit;
+use switchboard::chat::xmpp::{NOT_SUBSCRIBED, XmppBot, XmppConfig};
+use switchboard::chat::{Bot, Unwired};
+use switchboard::plugin::types::Event;
+use switchboard::plugin::{Limits, PluginHost};
+use xmpp_peers::{DOMAIN, Prosody, User};
+
+const SECS: Duration = Duration::from_secs(15);
+
+fn start_bot(server: &Prosody, limit: RateLimit) -> XmppBot {
+    let plugins = Arc::new(PluginHost::new(Limits::default()).expect("plugins"));
+    let bot = Bot::new(plugins, Arc::new(Unwired), limit, 2000);
+    let config = XmppConfig {
+        jid: format!("switchboard@{DOMAIN}"),
+        password: "bot-secret".into(),
+        server: Some(format!("127.0.0.1:{}", server.port)),
+        allow_plaintext: true,
+        ..XmppConfig::default()
+    };
+    XmppBot::start(config, bot).expect("bot starts")
+}
+
+async fn wait_online(bot: &XmppBot, connects: u64, within: Duration, server: &Prosody) {
+    let deadline = Instant::now() + within;
+    while bot.stats().connects.load(Ordering::Relaxed) < connects
+        || !bot.stats().online.load(Ordering::Relaxed)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "bot not online:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Subscribes `user` to the bot the way a person does in their client,
+/// and approves the bot's request back.
+fn befriend(user: &mut User, bot: &str) {
+    user.command(serde_json::json!({"subscribe": bot}));
+    // The approval and the bot's own request, in whatever order they come.
+    let (mut approved, mut asked) = (false, false);
+    while !(approved && asked) {
+        let v = user.expect(SECS, |v| v["subscribed"] == bot || v["subscribe"] == bot);
+        approved |= v["subscribed"] == bot;
+        asked |= v["subscribe"] == bot;
+    }
+    user.command(serde_json::json!({"approve": bot}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_commands_and_the_rate_limit() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let server = Prosody::start(&[
+        ("switchboard", "bot-secret"),
+        ("alice", "a"),
+        ("bob", "b"),
+        ("carol", "c"),
+    ]);
+    let bot_jid = format!("switchboard@{DOMAIN}");
+    let bot = start_bot(
+        &server,
+        RateLimit {
+            burst: 5,
+            per_minute: 6,
+        },
+    );
+    wait_online(&bot, 1, SECS, &server).await;
+
+    // A stranger is told how to subscribe.
+    let mut bob = tokio::task::block_in_place(|| User::login(&server, "bob", "b"));
+    tokio::task::block_in_place(|| {
+        bob.say(&bot_jid, "HELP");
+        assert_eq!(bob.next_message(&bot_jid, SECS), NOT_SUBSCRIBED);
+    });
+
+    // Alice adds the bot; it approves and subscribes back.
+    let mut alice = tokio::task::block_in_place(|| User::login(&server, "alice", "a"));
+    tokio::task::block_in_place(|| {
+        befriend(&mut alice, &bot_jid);
+        alice.say(&bot_jid, "HELP");
+        let help = alice.next_message(&bot_jid, SECS);
+        assert!(help.contains("CALLBACK"), "{help}");
+        alice.say(&bot_jid, "DIAL +4420");
+        let e = alice.next_message(&bot_jid, SECS);
+        assert!(e.starts_with("Error: unknown command 'DIAL'."), "{e}");
+        alice.say(&bot_jid, "CALLBACK +442071234567 +4915112345678");
+        assert_eq!(
+            alice.next_message(&bot_jid, SECS),
+            "Calls are not available on this host right now; no call was placed."
+        );
+        // Burst of 5: three used above; a flood of 10 more gets two
+        // answers and one "too fast", then silence.
+        alice.command(serde_json::json!({"flood": 10, "to": bot_jid, "body": "HELP"}));
+        let got: Vec<String> = alice
+            .collect(Duration::from_secs(3))
+            .into_iter()
+            .filter(|v| v["from"] == bot_jid.as_str())
+            .filter_map(|v| v["message"].as_str().map(str::to_string))
+            .collect();
+        let too_fast = got.iter().filter(|m| m.contains("too fast")).count();
+        assert_eq!(too_fast, 1, "{got:?}");
+        assert_eq!(got.len(), 3, "{got:?}");
+    });
+
+    // The invite: Carol gets the bot's subscription request.
+    let mut carol = tokio::task::block_in_place(|| User::login(&server, "carol", "c"));
+    bot.invite(&format!("carol@{DOMAIN}")).expect("invite");
+    tokio::task::block_in_place(|| {
+        carol.expect(SECS, |v| v["subscribe"] == bot_jid.as_str());
+    });
+    assert!(bot.stats().messages.load(Ordering::Relaxed) >= 5);
+    bot.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bot_reconnects_after_a_prosody_restart() {
+    let mut server = Prosody::start(&[("switchboard", "bot-secret"), ("alice", "a")]);
+    let bot_jid = format!("switchboard@{DOMAIN}");
+    let bot = start_bot(&server, RateLimit::default());
+    wait_online(&bot, 1, SECS, &server).await;
+    let mut alice = tokio::task::block_in_place(|| User::login(&server, "alice", "a"));
+    tokio::task::block_in_place(|| {
+        befriend(&mut alice, &bot_jid);
+        alice.say(&bot_jid, "HELP");
+        assert!(alice.next_message(&bot_jid, SECS).contains("CALLBACK"));
+    });
+    drop(alice);
+
+    // The server goes away; something to tell Alice comes up meanwhile.
+    server.stop();
+    let deadline = Instant::now() + SECS;
+    while bot.stats().online.load(Ordering::Relaxed) {
+        assert!(
+            Instant::now() < deadline,
+            "the bot did not notice the server left"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bot.notify(&format!("alice@{DOMAIN}"), Event::CreditWarning(60))
+        .expect("notify");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.restart();
+    wait_online(&bot, 2, Duration::from_secs(45), &server).await;
+
+    // Alice comes back: the reply phrased while offline was delivered (to
+    // her offline storage), and the bot answers again.
+    let mut alice = tokio::task::block_in_place(|| User::login(&server, "alice", "a"));
+    tokio::task::block_in_place(|| {
+        let warning = alice.next_message(&bot_jid, SECS);
+        assert!(warning.contains("60"), "{warning}");
+        alice.say(&bot_jid, "HELP");
+        assert!(alice.next_message(&bot_jid, SECS).contains("CALLBACK"));
+    });
+    assert_eq!(bot.stats().dropped.load(Ordering::Relaxed), 0);
+    bot.stop();
+}
