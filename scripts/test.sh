@@ -5,7 +5,8 @@
 # place SIP calls to SIPp on loopback, mix real RTP on loopback with SIPp
 # streaming a tone into one conference, and bill calls on SQLite and on a
 # real PostgreSQL server), and a short smoke run of the benchmarks. Installs
-# SIPp (sip-tester) and PostgreSQL with apt-get when they are missing.
+# SIPp (sip-tester), Prosody, slixmpp and PostgreSQL with apt-get when they
+# are missing.
 #
 # Works on a fresh machine: rust-toolchain.toml makes rustup install the
 # pinned toolchain and the wasm32-wasip2 target on first use, and
@@ -28,6 +29,16 @@ if ! command -v sipp >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq sip-tester >/dev/null
 fi
 { sipp -v 2>&1 || true; } | grep -m1 SIPp   # sipp -v exits with status 99
+
+step "test peers: Prosody (XMPP server) and slixmpp (XMPP client, Debian python3-slixmpp)"
+if ! command -v prosody >/dev/null 2>&1 || ! /usr/bin/python3 -c 'import slixmpp' 2>/dev/null; then
+    if [ "$(id -u)" -eq 0 ]; then as_root=(); else as_root=(sudo); fi
+    "${as_root[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq prosody python3-slixmpp >/dev/null
+fi
+# The tests start their own Prosody on a free loopback port; a system one
+# started by the package is not needed.
+/usr/bin/python3 -c 'import slixmpp; print("slixmpp", slixmpp.__version__)'
 
 step "test peers: PostgreSQL (the billing tests use a schema of their own on it)"
 # SWITCHBOARD_TEST_POSTGRES names the server; by default the local one at

@@ -7,6 +7,15 @@
 //! an empty file is a valid configuration.
 //!
 //! ```toml
+//! [xmpp]
+//! jid = "callback@example.org"
+//! password = "secret"
+//! server = "xmpp.example.org:5222"       # optional: instead of the SRV lookup
+//! allow_plaintext = false                # true only for tests on loopback
+//! rate_limit = { burst = 10, per_minute = 30 }
+//! max_reply_chars = 2000
+//! outbox = 1000
+//!
 //! [billing]
 //! database = "sqlite://switchboard.db"   # or postgres://user@db-host/switchboard
 //! host_id = "host-a"                     # unique per host sharing a database
@@ -55,6 +64,8 @@ pub struct Config {
     pub sip: sip::Config,
     /// Billing: the database, fraud controls, credit warnings, statistics.
     pub billing: billing::Config,
+    /// The XMPP bot's account; none: no XMPP front end.
+    pub xmpp: Option<crate::chat::xmpp::XmppConfig>,
     /// Media: where RTP ports come from, jitter buffer bounds.
     pub media: MediaSection,
 }
@@ -199,6 +210,14 @@ impl Config {
         }
         if let Err(e) = self.billing.validate() {
             return invalid(e);
+        }
+        if let Some(x) = &self.xmpp {
+            if !x.jid.contains('@') || x.password.is_empty() {
+                return invalid("xmpp: give jid (name@domain) and password".into());
+            }
+            if x.max_reply_chars < 100 {
+                return invalid("xmpp.max_reply_chars is below 100".into());
+            }
         }
         let mut names = HashSet::new();
         for p in &sip.providers {

@@ -42,6 +42,15 @@ enum Top {
         #[command(subcommand)]
         command: SipCommand,
     },
+    /// Run the XMPP bot of the configuration's [xmpp] section until Ctrl-C.
+    Serve {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// A plugin directory to watch (parser.wasm, router.wasm, replies.wasm).
+        #[arg(long)]
+        plugins: Option<PathBuf>,
+    },
     /// Rates, accounts and call detail records.
     Billing {
         /// A configuration file: its [billing] section names the database,
@@ -158,6 +167,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             database,
             command,
         } => billing_cli::run(config, database, command),
+        Top::Serve { config, plugins } => serve(&config, plugins),
     }
 }
 
@@ -223,6 +233,35 @@ fn sip_call(
     })
 }
 
+fn serve(config: &std::path::Path, plugins: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let config = switchboard::config::Config::load(config)?;
+    let Some(xmpp) = config.xmpp else {
+        bail!("the configuration has no [xmpp] section: nothing to serve");
+    };
+    let host = Arc::new(PluginHost::new(Limits::default())?);
+    let _watcher = match &plugins {
+        Some(dir) => Some(host.watch(dir)?),
+        None => None,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let bot = switchboard::chat::Bot::new(
+            host,
+            Arc::new(switchboard::chat::Unwired),
+            xmpp.rate_limit,
+            xmpp.max_reply_chars,
+        );
+        let jid = xmpp.jid.clone();
+        let running = switchboard::chat::xmpp::XmppBot::start(xmpp, bot)?;
+        println!("XMPP bot {jid} started; calls are not wired yet (they are answered as unavailable). Ctrl-C stops it.");
+        tokio::signal::ctrl_c().await?;
+        running.stop();
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
 fn demo(plugins: Option<PathBuf>, sender: &str) -> anyhow::Result<ExitCode> {
     let host = Arc::new(PluginHost::new(Limits::default())?);
     let _watcher = match &plugins {
@@ -244,7 +283,13 @@ fn demo(plugins: Option<PathBuf>, sender: &str) -> anyhow::Result<ExitCode> {
         );
     }
     let stdin = io::stdin();
-    switchboard::chat::console::run(&host, stdin.lock(), io::stdout(), sender)?;
+    let mut bot = switchboard::chat::Bot::new(
+        host,
+        Arc::new(switchboard::chat::Unwired),
+        switchboard::chat::limit::RateLimit::default(),
+        2000,
+    );
+    switchboard::chat::console::run(&mut bot, stdin.lock(), io::stdout(), sender)?;
     Ok(ExitCode::SUCCESS)
 }
 
