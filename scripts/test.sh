@@ -78,12 +78,13 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "unit and integration tests"
 cargo test --workspace --locked
 
-step "benchmark smoke runs (figures for BENCHMARKS.md come from: cargo bench -p switchboard --bench plugins / sip_calls / media_mix / billing)"
+step "benchmark smoke runs (figures for BENCHMARKS.md come from: cargo bench -p switchboard --bench plugins / sip_calls / media_mix / billing / chat_xmpp)"
 # --workspace keeps feature unification identical to the step above, so
 # nothing is rebuilt.
 cargo test --workspace --bench plugins --locked -- --quick
 cargo test --workspace --bench sip_calls --locked -- --quick
 cargo test --workspace --bench media_mix --locked -- --quick
 cargo test --workspace --bench billing --locked -- --quick
+cargo test --workspace --bench chat_xmpp --locked -- --quick
 
 step "all tests passed"
