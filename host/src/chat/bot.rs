@@ -48,11 +48,14 @@ pub fn split(text: &str, max: usize) -> Vec<String> {
     while rest.chars().count() > max {
         let cut = rest.char_indices().nth(max).map_or(rest.len(), |(i, _)| i);
         let head = &rest[..cut];
-        let at = head
-            .rfind('\n')
-            .or_else(|| head.rfind(' '))
-            .filter(|&i| i > 0)
-            .unwrap_or(cut);
+        let at = if rest[cut..].starts_with(char::is_whitespace) {
+            cut // the first `max` characters end a word: keep them all
+        } else {
+            head.rfind('\n')
+                .or_else(|| head.rfind(' '))
+                .filter(|&i| i > 0)
+                .unwrap_or(cut)
+        };
         pieces.push(rest[..at].trim_end().to_string());
         rest = rest[at..].trim_start();
     }

@@ -63,7 +63,7 @@ impl RateLimiter {
     /// Counts one message from `sender` at `now`.
     pub fn check(&mut self, now: Instant, sender: &str) -> Verdict {
         self.checks += 1;
-        if self.checks % 1024 == 0 {
+        if self.checks.is_multiple_of(1024) {
             self.forget_idle(now);
         }
         let burst = f64::from(self.limit.burst.max(1));
