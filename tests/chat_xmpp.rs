@@ -110,6 +110,11 @@ async fn subscriptions_commands_and_the_rate_limit() {
                 .as_str()
                 .is_none_or(|m| m.chars().count() <= 300)
         }));
+        // Headline, groupchat and error messages are not commands: no
+        // answer; the next chat message is answered first.
+        for kind in ["headline", "groupchat", "error"] {
+            alice.command(serde_json::json!({"send": "HELP", "to": bot_jid, "type": kind}));
+        }
         alice.say(&bot_jid, "DIAL +4420");
         let e = alice.next_message(&bot_jid, SECS);
         assert!(e.starts_with("Error: unknown command 'DIAL'."), "{e}");
@@ -182,5 +187,28 @@ async fn bot_reconnects_after_a_prosody_restart() {
         assert!(alice.next_message(&bot_jid, SECS).contains("CALLBACK"));
     });
     assert_eq!(bot.stats().dropped.load(Ordering::Relaxed), 0);
+    bot.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_plaintext_login_unless_allowed() {
+    // This Prosody offers no TLS: a bot that may not log in without it
+    // must keep trying rather than send its password in clear.
+    let server = Prosody::start(&[("switchboard", "bot-secret")]);
+    let plugins = Arc::new(PluginHost::new(Limits::default()).expect("plugins"));
+    let bot = Bot::new(plugins, Arc::new(Unwired), RateLimit::default(), 2000);
+    let config = XmppConfig {
+        jid: format!("switchboard@{DOMAIN}"),
+        password: "bot-secret".into(),
+        server: Some(format!("127.0.0.1:{}", server.port)),
+        allow_plaintext: false,
+        ..XmppConfig::default()
+    };
+    let bot = XmppBot::start(config, bot).expect("bot starts");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(bot.stats().connects.load(Ordering::Relaxed), 0);
+    let log = server.log();
+    assert!(log.contains("Client connected"), "it did try:\n{log}");
+    assert!(!log.contains("Authenticated as switchboard"), "{log}");
     bot.stop();
 }

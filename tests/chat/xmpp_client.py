@@ -8,7 +8,8 @@ Prints one JSON object per line for what it receives:
   {"message": BODY, "from": BARE_JID}
   {"subscribe": BARE_JID} / {"subscribed": BARE_JID}
 Reads one JSON command per line on stdin:
-  {"send": BODY, "to": JID}   {"subscribe": JID}   {"approve": JID}
+  {"send": BODY, "to": JID[, "type": "chat"|"normal"|"headline"|"groupchat"|"error"]}
+  {"subscribe": JID}   {"approve": JID}
   {"flood": N, "to": JID, "body": BODY}   {"quit": true}
 """
 
@@ -69,7 +70,7 @@ class Client(slixmpp.ClientXMPP):
 
     def run(self, cmd):
         if "send" in cmd:
-            self.send_message(mto=cmd["to"], mbody=cmd["send"], mtype="chat")
+            self.send_message(mto=cmd["to"], mbody=cmd["send"], mtype=cmd.get("type", "chat"))
         elif "flood" in cmd:
             for _ in range(cmd["flood"]):
                 self.send_message(mto=cmd["to"], mbody=cmd["body"], mtype="chat")
