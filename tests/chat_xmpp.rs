@@ -212,3 +212,50 @@ async fn no_plaintext_login_unless_allowed() {
     assert!(!log.contains("Authenticated as switchboard"), "{log}");
     bot.stop();
 }
+
+/// The bot as shipped (`switchboard serve`), with STARTTLS as by default:
+/// it verifies the server's certificate (issued by a test CA, trusted
+/// through `SSL_CERT_FILE`), logs in over TLS and answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_logs_in_with_starttls_by_default() {
+    let server = Prosody::start_with(&[("switchboard", "bot-secret"), ("bob", "b")], true);
+    let config = server.dir().join("switchboard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[xmpp]\njid = \"switchboard@{DOMAIN}\"\npassword = \"bot-secret\"\nserver = \"127.0.0.1:{}\"\n",
+            server.port
+        ),
+    )
+    .expect("config");
+    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .env("SSL_CERT_FILE", server.dir().join("ca.crt"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("switchboard serve");
+    let deadline = Instant::now() + SECS;
+    while !server
+        .log()
+        .contains("Authenticated as switchboard@localhost")
+    {
+        assert!(Instant::now() < deadline, "no login:\n{}", server.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        server.log().contains("Stream encrypted"),
+        "{}",
+        server.log()
+    );
+    let bot_jid = format!("switchboard@{DOMAIN}");
+    let mut bob = tokio::task::block_in_place(|| User::login(&server, "bob", "b"));
+    tokio::task::block_in_place(|| {
+        bob.say(&bot_jid, "HELP");
+        assert_eq!(bob.next_message(&bot_jid, SECS), NOT_SUBSCRIBED);
+    });
+    let _ = serve.kill();
+    let _ = serve.wait();
+}

@@ -32,7 +32,23 @@ fn free_port() -> u16 {
 impl Prosody {
     /// Writes the configuration, registers `accounts` (name, password) and starts the server.
     pub fn start(accounts: &[(&str, &str)]) -> Prosody {
+        Prosody::start_with(accounts, false)
+    }
+
+    /// The same, and with `tls` also a certificate for the domain from a
+    /// test CA (`ca.crt` in [`Self::dir`]), so clients may use STARTTLS.
+    pub fn start_with(accounts: &[(&str, &str)], tls: bool) -> Prosody {
         let dir = tempfile::tempdir().expect("tempdir");
+        let ssl = if tls {
+            make_certificate(dir.path());
+            let d = dir.path().display();
+            format!(
+                "ssl = {{ certificate = \"{d}/{DOMAIN}.crt\"; key = \"{d}/{DOMAIN}.key\" }}\n\
+                 modules_enabled = {{ \"roster\"; \"saslauth\"; \"disco\"; \"ping\"; \"posix\"; \"offline\"; \"tls\" }}\n"
+            )
+        } else {
+            String::new()
+        };
         let port = free_port();
         let d = dir.path().display();
         let config = format!(
@@ -54,7 +70,7 @@ allow_unencrypted_plain_auth = true
 authentication = "internal_hashed"
 storage = "internal"
 limits = {{ c2s = {{ rate = "10mb/s"; burst = "2s" }} }}
-VirtualHost "{DOMAIN}"
+{ssl}VirtualHost "{DOMAIN}"
 "#
         );
         std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
@@ -126,6 +142,71 @@ VirtualHost "{DOMAIN}"
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// A test CA and a certificate for [`DOMAIN`] signed by it, in `dir`.
+fn make_certificate(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl runs");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    std::fs::write(
+        dir.join("leaf.ext"),
+        format!(
+            "subjectAltName=DNS:{DOMAIN}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+        ),
+    )
+    .expect("ext file");
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-subj",
+        "/CN=Switchboard test CA",
+        "-days",
+        "2",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &format!("{DOMAIN}.key"),
+        "-out",
+        "leaf.csr",
+        "-subj",
+        &format!("/CN={DOMAIN}"),
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        &format!("{DOMAIN}.crt"),
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
+    ]);
 }
 
 impl Drop for Prosody {
