@@ -174,6 +174,7 @@ fn provider(name: &str, addr: SocketAddr, transport: Transport) -> Provider {
         username: None,
         password: None,
         keepalive: false,
+        rates: None,
     }
 }
 

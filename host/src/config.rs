@@ -68,6 +68,20 @@ pub struct Config {
     pub xmpp: Option<crate::chat::xmpp::XmppConfig>,
     /// Media: where RTP ports come from, jitter buffer bounds.
     pub media: MediaSection,
+    /// Sessions: limits per user, ring timeout, IM gateways.
+    pub sessions: crate::session::SessionConfig,
+    /// Plugins: the directory watched for new versions.
+    pub plugins: PluginsSection,
+}
+
+/// The `[plugins]` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginsSection {
+    /// A directory watched for `parser.wasm`, `router.wasm` and
+    /// `replies.wasm`; each new file is checked and swapped in while calls
+    /// are up. None: the built-in plugins only.
+    pub dir: Option<std::path::PathBuf>,
 }
 
 /// The `[media]` section.
@@ -128,6 +142,14 @@ pub enum ConfigError {
     /// Valid TOML that does not make sense.
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// Valid TOML that does not make sense, with the line of the key.
+    #[error("invalid configuration, line {line}: {message}")]
+    InvalidAt {
+        /// The line (1-based) of the key or section that is wrong.
+        line: usize,
+        /// What is wrong, naming the key.
+        message: String,
+    },
 }
 
 impl Config {
@@ -143,7 +165,13 @@ impl Config {
     /// Reads and checks configuration text.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let config: Config = toml::from_str(text)?;
-        config.validate()?;
+        config.validate().map_err(|e| match e {
+            ConfigError::Invalid(message) => match line_of(text, &message) {
+                Some(line) => ConfigError::InvalidAt { line, message },
+                None => ConfigError::Invalid(message),
+            },
+            other => other,
+        })?;
         Ok(config)
     }
 
@@ -211,6 +239,9 @@ impl Config {
         if let Err(e) = self.billing.validate() {
             return invalid(e);
         }
+        if let Err(e) = self.sessions.validate() {
+            return invalid(e);
+        }
         if let Some(x) = &self.xmpp {
             if !x.jid.contains('@') || x.password.is_empty() {
                 return invalid("xmpp: give jid (name@domain) and password".into());
@@ -252,6 +283,67 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The line of the key a validation message starts with (`sip.timers: …`,
+/// `sessions.max_per_user = 0 …`, `sip.providers.NAME: …`), if the text
+/// has it: the key's own line, else its section's header.
+fn line_of(text: &str, message: &str) -> Option<usize> {
+    let key: String = message
+        .chars()
+        .take_while(|c| !matches!(c, ':' | ' ' | '='))
+        .collect();
+    let mut parts: Vec<&str> = key.split('.').collect();
+    // `sip.providers.NAME`: the provider's `name = "NAME"` line.
+    if parts.len() >= 3 && parts[..2] == ["sip", "providers"] {
+        let quoted = format!("\"{}\"", parts[2]);
+        return text
+            .lines()
+            .position(|l| {
+                let l = l.trim();
+                l.starts_with("name") && l.contains(&quoted)
+            })
+            .map(|i| i + 1);
+    }
+    let mut table = String::new();
+    let mut header = None;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.starts_with('[') {
+            table = line
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string();
+            if table == key && header.is_none() {
+                header = Some(i + 1);
+            }
+            continue;
+        }
+        let Some((name, _)) = line.split_once('=') else {
+            continue;
+        };
+        let name = name.trim();
+        let full = if table.is_empty() {
+            name.to_string()
+        } else {
+            format!("{table}.{name}")
+        };
+        if full == key {
+            return Some(i + 1);
+        }
+    }
+    while header.is_none() && parts.len() > 1 {
+        parts.pop();
+        let section = parts.join(".");
+        header = text
+            .lines()
+            .position(|l| {
+                l.trim().trim_matches(|c| c == '[' || c == ']').trim() == section
+                    && l.trim().starts_with('[')
+            })
+            .map(|i| i + 1);
+    }
+    header
 }
 
 #[cfg(test)]

@@ -10,6 +10,9 @@
 pub mod billing;
 pub mod chat;
 pub mod config;
+pub mod demo;
 pub mod media;
 pub mod plugin;
+pub mod service;
+pub mod session;
 pub mod sip;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use switchboard::plugin::{Call, Limits, PluginHost, SlotName};
+use switchboard::service::Service;
 use tracing_subscriber::EnvFilter;
 
 /// Switchboard: callback calls and conferences driven by chat commands.
@@ -23,7 +24,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Top {
-    /// Chat with the bot on this console, with the built-in plugins.
+    /// The whole service on embedded defaults: chat with the bot on this
+    /// console; simulated providers on loopback ring, answer and play tones.
     Demo {
         /// A plugin directory to watch (parser.wasm, router.wasm, replies.wasm).
         #[arg(long)]
@@ -31,6 +33,23 @@ enum Top {
         /// The chat address the console user has.
         #[arg(long, default_value = "demo@localhost")]
         sender: String,
+        /// The billing database (the demo account keeps its credit between runs).
+        #[arg(long, default_value = "sqlite://switchboard-demo.db")]
+        database: String,
+        /// How long the simulated far ends ring before they answer, in ms.
+        #[arg(long, default_value_t = 1000)]
+        ring_ms: u64,
+    },
+    /// The production service: the XMPP bot, providers, gateways, database,
+    /// plugin directory and limits of one configuration file, until Ctrl-C.
+    #[command(alias = "serve")]
+    Run {
+        /// The configuration file (see switchboard.example.toml).
+        #[arg(long)]
+        config: PathBuf,
+        /// A plugin directory to watch, instead of the file's [plugins] dir.
+        #[arg(long)]
+        plugins: Option<PathBuf>,
     },
     /// Tools for plugin authors.
     Plugin {
@@ -41,15 +60,6 @@ enum Top {
     Sip {
         #[command(subcommand)]
         command: SipCommand,
-    },
-    /// Run the XMPP bot of the configuration's [xmpp] section until Ctrl-C.
-    Serve {
-        /// The configuration file.
-        #[arg(long)]
-        config: PathBuf,
-        /// A plugin directory to watch (parser.wasm, router.wasm, replies.wasm).
-        #[arg(long)]
-        plugins: Option<PathBuf>,
     },
     /// Rates, accounts and call detail records.
     Billing {
@@ -138,7 +148,12 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Top::Demo { plugins, sender } => demo(plugins, &sender),
+        Top::Demo {
+            plugins,
+            sender,
+            database,
+            ring_ms,
+        } => demo(plugins, &sender, &database, ring_ms),
         Top::Plugin {
             command: PluginCommand::Check { slot, file },
         } => check(slot, &file),
@@ -167,7 +182,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             database,
             command,
         } => billing_cli::run(config, database, command),
-        Top::Serve { config, plugins } => serve(&config, plugins),
+        Top::Run { config, plugins } => run_service(&config, plugins),
     }
 }
 
@@ -233,11 +248,85 @@ fn sip_call(
     })
 }
 
-fn serve(config: &std::path::Path, plugins: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let config = switchboard::config::Config::load(config)?;
-    let Some(xmpp) = config.xmpp else {
-        bail!("the configuration has no [xmpp] section: nothing to serve");
+fn run_service(path: &std::path::Path, plugins: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let config = switchboard::config::Config::load(path)?;
+    let Some(xmpp) = config.xmpp.clone() else {
+        bail!(
+            "{}: no [xmpp] section: the bot needs an account to serve",
+            path.display()
+        );
     };
+    let host = Arc::new(PluginHost::new(Limits::default())?);
+    let plugin_dir = plugins.or_else(|| config.plugins.dir.clone());
+    let _watcher = match &plugin_dir {
+        Some(dir) => Some(host.watch(dir)?),
+        None => None,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let mut service = Service::start(&config, Arc::clone(&host)).await?;
+        let bot = switchboard::chat::Bot::new(
+            host,
+            service.manager.clone(),
+            xmpp.rate_limit,
+            xmpp.max_reply_chars,
+        );
+        let jid = xmpp.jid.clone();
+        let chat = switchboard::chat::xmpp::XmppBot::start(xmpp, bot)?;
+        let sip = service
+            .sip
+            .local_addrs()
+            .iter()
+            .map(|(t, a)| format!("{t} {a}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!("Switchboard running: XMPP bot {jid}, SIP on {sip}. Ctrl-C stops it.");
+        let manager = service.manager.clone();
+        let mut stopping: Option<tokio::task::JoinHandle<()>> = None;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c(), if stopping.is_none() => {
+                    println!("Stopping: ending calls and settling them.");
+                    let m = manager.clone();
+                    stopping = Some(tokio::spawn(async move {
+                        m.shutdown(std::time::Duration::from_secs(10)).await;
+                    }));
+                }
+                notice = service.notices.recv() => match notice {
+                    Some(n) => {
+                        if let Err(e) = chat.notify(&n.to, n.event) {
+                            tracing::warn!(error = %e, "cannot send a notice");
+                        }
+                    }
+                    None => break,
+                },
+                _ = async { if let Some(s) = stopping.as_mut() { let _ = s.await; } else { std::future::pending::<()>().await } } => {
+                    // Give the last notices a moment to leave.
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    while let Ok(n) = service.notices.try_recv() {
+                        let _ = chat.notify(&n.to, n.event);
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    break;
+                }
+            }
+        }
+        chat.stop();
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn demo(
+    plugins: Option<PathBuf>,
+    sender: &str,
+    database: &str,
+    ring_ms: u64,
+) -> anyhow::Result<ExitCode> {
+    use switchboard::billing::{Micros, unix_ms};
+    use switchboard::demo::{DEMO_CREDIT, DemoNetwork, PROVIDERS, rate_sheet};
+
     let host = Arc::new(PluginHost::new(Limits::default())?);
     let _watcher = match &plugins {
         Some(dir) => Some(host.watch(dir)?),
@@ -247,50 +336,71 @@ fn serve(config: &std::path::Path, plugins: Option<PathBuf>) -> anyhow::Result<E
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let bot = switchboard::chat::Bot::new(
-            host,
-            Arc::new(switchboard::chat::Unwired),
-            xmpp.rate_limit,
-            xmpp.max_reply_chars,
+        let network = DemoNetwork::start(std::time::Duration::from_millis(ring_ms)).await?;
+        let config = network.config(database);
+        let mut service = Service::start(&config, Arc::clone(&host))
+            .await
+            .with_context(|| format!("cannot start the demo with database {database}"))?;
+        let store = service.billing.store();
+        store.import_rates(rate_sheet().as_bytes(), true).await?;
+        service.billing.reload_rates().await?;
+        let now = unix_ms(std::time::SystemTime::now());
+        let available = store
+            .account(sender)
+            .await?
+            .map_or(Micros::ZERO, |a| a.available());
+        if available < Micros(1_000_000) {
+            store
+                .credit(sender, DEMO_CREDIT.minus(available), "USD", now)
+                .await?;
+        }
+        let balance = store
+            .account(sender)
+            .await?
+            .map_or(Micros::ZERO, |a| a.balance);
+        println!("Switchboard demo: you are {sender}, chatting with the bot on this console.");
+        println!("Your account holds {balance} USD. Simulated providers on loopback:");
+        for ((name, hz, rates), far) in PROVIDERS.iter().zip(&network.providers) {
+            let list: Vec<String> = rates
+                .iter()
+                .map(|(p, price)| format!("+{p}… {}", Micros(*price)))
+                .collect();
+            println!(
+                "  {name:<9} {} (plays {hz} Hz): {}",
+                far.address,
+                list.join(", ")
+            );
+        }
+        println!(
+            "  gateway   {} for gtalk: and xmpp: legs (msn: and yahoo: have none)",
+            network.gateway.address
         );
-        let jid = xmpp.jid.clone();
-        let running = switchboard::chat::xmpp::XmppBot::start(xmpp, bot)?;
-        println!("XMPP bot {jid} started; calls are not wired yet (they are answered as unavailable). Ctrl-C stops it.");
-        tokio::signal::ctrl_c().await?;
-        running.stop();
+        println!("Numbers ending in 486 are busy, 408 never answer, 503 fail at the provider.");
+        println!(
+            "Try: CALLBACK +442071234567 +4915112345678   then LIST, ADD +442071234568, HANGUP."
+        );
+        println!("HELP lists the commands; Ctrl-D ends the demo.");
+        let mut bot = switchboard::chat::Bot::new(
+            host,
+            service.manager.clone(),
+            switchboard::chat::limit::RateLimit::default(),
+            2000,
+        );
+        switchboard::chat::console::run_live(&mut bot, &mut service.notices, io::stdout(), sender)
+            .await?;
+        if service.manager.live() > 0 {
+            service
+                .manager
+                .shutdown(std::time::Duration::from_secs(5))
+                .await;
+            while let Ok(n) = service.notices.try_recv() {
+                for text in bot.phrase(&n.event).unwrap_or_default() {
+                    println!("{text}");
+                }
+            }
+        }
         Ok(ExitCode::SUCCESS)
     })
-}
-
-fn demo(plugins: Option<PathBuf>, sender: &str) -> anyhow::Result<ExitCode> {
-    let host = Arc::new(PluginHost::new(Limits::default())?);
-    let _watcher = match &plugins {
-        Some(dir) => Some(host.watch(dir)?),
-        None => None,
-    };
-    println!("Switchboard demo: you are {sender}, chatting with the bot on this console.");
-    println!(
-        "Commands are parsed and answered by the built-in plugins, but calls are not wired yet:"
-    );
-    println!(
-        "CALLBACK, LIST, ADD, DEL and HANGUP are understood and answered with \"calls are not available\"."
-    );
-    println!("Type HELP for the commands; Ctrl-D ends the demo.");
-    if let Some(dir) = &plugins {
-        println!(
-            "Watching {} for parser.wasm, router.wasm and replies.wasm.",
-            dir.display()
-        );
-    }
-    let stdin = io::stdin();
-    let mut bot = switchboard::chat::Bot::new(
-        host,
-        Arc::new(switchboard::chat::Unwired),
-        switchboard::chat::limit::RateLimit::default(),
-        2000,
-    );
-    switchboard::chat::console::run(&mut bot, stdin.lock(), io::stdout(), sender)?;
-    Ok(ExitCode::SUCCESS)
 }
 
 fn read(file: &PathBuf) -> anyhow::Result<Vec<u8>> {

@@ -4,8 +4,10 @@
 use std::io::{BufRead, Write};
 use std::time::Instant;
 
-use super::ChatError;
+use tokio::sync::mpsc;
+
 use super::bot::Bot;
+use super::{ChatError, Notice};
 
 /// Reads messages from `input` until it ends and writes each reply to
 /// `output`, as the user `sender`. Blank lines are skipped.
@@ -22,6 +24,57 @@ pub fn run(
         if !line.trim().is_empty() {
             for reply in bot.answer(Instant::now(), sender, &line) {
                 writeln!(output, "{reply}")?;
+            }
+        }
+        write!(output, "> ")?;
+        output.flush()?;
+    }
+    writeln!(output)?;
+    Ok(())
+}
+
+/// The console with calls: reads lines from stdin on a thread of its own,
+/// answers them, and prints the session manager's notices for `sender` as
+/// they come, until stdin ends.
+pub async fn run_live(
+    bot: &mut Bot,
+    notices: &mut mpsc::UnboundedReceiver<Notice>,
+    mut output: impl Write,
+    sender: &str,
+) -> Result<(), ChatError> {
+    let (lines_tx, mut lines) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { return };
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    write!(output, "> ")?;
+    output.flush()?;
+    loop {
+        tokio::select! {
+            line = lines.recv() => {
+                let Some(line) = line else { break };
+                if !line.trim().is_empty() {
+                    for reply in bot.answer(Instant::now(), sender, &line) {
+                        writeln!(output, "{reply}")?;
+                    }
+                }
+            }
+            notice = notices.recv() => {
+                let Some(notice) = notice else { break };
+                if notice.to != sender {
+                    continue;
+                }
+                let texts = bot.phrase(&notice.event).unwrap_or_else(|e| {
+                    vec![format!("Sorry, something went wrong on our side: {e}")]
+                });
+                writeln!(output)?;
+                for text in texts {
+                    writeln!(output, "{text}")?;
+                }
             }
         }
         write!(output, "> ")?;

@@ -14,6 +14,18 @@ pub mod xmpp;
 
 pub use bot::{Bot, Sessions, Unwired};
 
+use crate::plugin::types::Event;
+
+/// Something the session manager tells a user later (call progress): the
+/// front end phrases `event` and sends it to `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// The user's chat address.
+    pub to: String,
+    /// What happened.
+    pub event: Event,
+}
+
 /// Errors of the chat front ends.
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {

@@ -39,6 +39,11 @@ pub struct Provider {
     /// Whether to send OPTIONS to it periodically to learn if it is up.
     #[serde(default = "yes")]
     pub keepalive: bool,
+    /// Its rate sheet (CSV, see [`crate::billing::import`]), loaded into
+    /// billing when the host starts; every row must name this provider.
+    /// The SIP stack itself does not read it.
+    #[serde(default)]
+    pub rates: Option<std::path::PathBuf>,
 }
 
 fn udp() -> Transport {

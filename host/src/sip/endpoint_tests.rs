@@ -296,6 +296,7 @@ fn proxy_challenge_is_answered_once_with_the_providers_credentials() {
         username: Some("alice".into()),
         password: Some("secret".into()),
         keepalive: false,
+        rates: None,
     };
     let (mut ep, t0) = endpoint(vec![provider]);
     let request = CallRequest {
@@ -585,6 +586,7 @@ fn options_mark_providers_up_and_down() {
         username: None,
         password: None,
         keepalive: true,
+        rates: None,
     };
     let (mut ep, t0) = endpoint(vec![provider]);
     advance(&mut ep, t0);
@@ -663,6 +665,7 @@ fn tcp_calls_use_tcp_and_no_retransmission_timers() {
         username: None,
         password: None,
         keepalive: false,
+        rates: None,
     };
     let config = Config {
         providers: vec![provider],

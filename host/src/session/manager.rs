@@ -1,0 +1,290 @@
+//! Every live session of the host, found by its owner's chat address. The
+//! chat hands it call commands ([`crate::chat::Sessions`]); it starts a
+//! [`SessionTask`] per CALLBACK and passes later commands to the owner's
+//! session. What sessions tell their owners comes out as [`Notice`]s for
+//! the chat front end to phrase and send.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{mpsc, watch};
+
+use super::SessionConfig;
+use super::task::{Message, SessionTask, send_notice};
+use crate::billing::{Billing, unix_ms};
+use crate::chat::Sessions;
+use crate::media::{EngineEvent, MediaEngine};
+use crate::plugin::PluginHost;
+use crate::plugin::types::{Balance, Command, Error, Event, WrongState};
+use crate::sip::SipService;
+
+pub use crate::chat::Notice;
+
+/// What sessions run on.
+pub struct Services {
+    /// Signalling.
+    pub sip: SipService,
+    /// The mixer.
+    pub media: Arc<MediaEngine>,
+    /// Accounts, rates, CDRs, provider statistics.
+    pub billing: Arc<Billing>,
+    /// Router and replies plugins (the parser is the chat's).
+    pub plugins: Arc<PluginHost>,
+    /// Limits and gateways.
+    pub config: SessionConfig,
+    /// The account currency, for BALANCE.
+    pub currency: String,
+    /// Provider name → its SIP address, for request URIs.
+    pub providers: HashMap<String, String>,
+    notices: mpsc::UnboundedSender<Notice>,
+    live: Mutex<HashMap<String, Vec<Live>>>,
+    up: Mutex<HashMap<String, bool>>,
+    count: watch::Sender<usize>,
+}
+
+struct Live {
+    id: String,
+    inbox: mpsc::UnboundedSender<Message>,
+}
+
+impl Services {
+    pub(super) fn tell(&self, to: &str, event: Event) {
+        send_notice(&self.notices, to, event);
+    }
+
+    pub(super) fn finished(&self, owner: &str, id: &str) {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(sessions) = live.get_mut(owner) {
+            sessions.retain(|s| s.id != id);
+            if sessions.is_empty() {
+                live.remove(owner);
+            }
+        }
+        let n = live.values().map(Vec::len).sum();
+        self.count.send_replace(n);
+    }
+
+    pub(super) fn provider_up(&self, name: &str) -> bool {
+        let up = self.up.lock().unwrap_or_else(|e| e.into_inner());
+        up.get(name).copied().unwrap_or(true)
+    }
+
+    pub(super) fn provider_address(&self, name: &str) -> String {
+        self.providers
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| name.to_string())
+    }
+}
+
+/// The host's sessions.
+pub struct SessionManager {
+    services: Arc<Services>,
+    runtime: tokio::runtime::Handle,
+    host: String,
+    next: AtomicU64,
+    count: watch::Receiver<usize>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl SessionManager {
+    /// Starts the manager on the current tokio runtime: marks billing
+    /// progress every `progress_interval_secs`, follows provider status and
+    /// drains the mixer's events. Returns the manager and the notices its
+    /// sessions send.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        sip: SipService,
+        media: Arc<MediaEngine>,
+        mut media_events: mpsc::UnboundedReceiver<EngineEvent>,
+        billing: Arc<Billing>,
+        plugins: Arc<PluginHost>,
+        config: SessionConfig,
+        providers: &[crate::sip::Provider],
+        currency: String,
+        host: String,
+    ) -> (Arc<SessionManager>, mpsc::UnboundedReceiver<Notice>) {
+        let (notices, notice_rx) = mpsc::unbounded_channel();
+        let (count, count_rx) = watch::channel(0);
+        let services = Arc::new(Services {
+            sip,
+            media,
+            billing,
+            plugins,
+            config,
+            currency,
+            providers: providers
+                .iter()
+                .map(|p| (p.name.clone(), p.address.to_string()))
+                .collect(),
+            notices,
+            live: Mutex::new(HashMap::new()),
+            up: Mutex::new(HashMap::new()),
+            count,
+        });
+        let mut tasks = Vec::new();
+        let billing = Arc::clone(&services.billing);
+        tasks.push(tokio::spawn(async move {
+            let mut every = tokio::time::interval(billing.progress_interval());
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if let Err(e) = billing.record_progress(unix_ms(SystemTime::now())).await {
+                    tracing::warn!(error = %e, "cannot mark call progress");
+                }
+            }
+        }));
+        tasks.push(tokio::spawn(async move {
+            while let Some(e) = media_events.recv().await {
+                tracing::debug!(conference = e.conference.0, event = ?e.event, "media");
+            }
+        }));
+        let weak = Arc::downgrade(&services);
+        let names: Vec<String> = providers
+            .iter()
+            .filter(|p| p.keepalive)
+            .map(|p| p.name.clone())
+            .collect();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let Some(services) = weak.upgrade() else {
+                    return;
+                };
+                for name in &names {
+                    if let Ok(Some(up)) = services.sip.provider_up(name).await {
+                        let mut map = services.up.lock().unwrap_or_else(|e| e.into_inner());
+                        map.insert(name.clone(), up);
+                    }
+                }
+            }
+        }));
+        let manager = SessionManager {
+            services,
+            runtime: tokio::runtime::Handle::current(),
+            host,
+            next: AtomicU64::new(0),
+            count: count_rx,
+            tasks,
+        };
+        (Arc::new(manager), notice_rx)
+    }
+
+    /// What sessions run on.
+    pub fn services(&self) -> &Arc<Services> {
+        &self.services
+    }
+
+    /// Live sessions on this host.
+    pub fn live(&self) -> usize {
+        *self.count.borrow()
+    }
+
+    /// Ends every session (reason `Shutdown`), waiting at most `grace` for
+    /// them to settle.
+    pub async fn shutdown(&self, grace: Duration) {
+        {
+            let live = self.services.live.lock().unwrap_or_else(|e| e.into_inner());
+            for s in live.values().flatten() {
+                let _ = s.inbox.send(Message::Shutdown);
+            }
+        }
+        let mut count = self.count.clone();
+        let _ = tokio::time::timeout(grace, count.wait_for(|n| *n == 0)).await;
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+
+    fn start_session(&self, owner: &str, args: crate::plugin::types::CallbackArgs) -> Vec<Event> {
+        let (inbox, messages) = mpsc::unbounded_channel();
+        let id = format!(
+            "{}-{}-{}",
+            self.host,
+            unix_ms(SystemTime::now()),
+            self.next.fetch_add(1, Ordering::Relaxed)
+        );
+        {
+            let mut live = self.services.live.lock().unwrap_or_else(|e| e.into_inner());
+            let mine = live.entry(owner.to_string()).or_default();
+            if mine.len() >= self.services.config.max_per_user as usize {
+                return vec![wrong(
+                    "CALLBACK",
+                    "you already have a call in progress; HANGUP ends it",
+                )];
+            }
+            mine.push(Live {
+                id: id.clone(),
+                inbox: inbox.clone(),
+            });
+            let n = live.values().map(Vec::len).sum();
+            self.services.count.send_replace(n);
+        }
+        self.runtime.spawn(SessionTask::run(
+            Arc::clone(&self.services),
+            id,
+            owner.to_string(),
+            args,
+            inbox,
+            messages,
+        ));
+        Vec::new()
+    }
+
+    fn balance(&self, owner: &str) {
+        let services = Arc::clone(&self.services);
+        let owner = owner.to_string();
+        self.runtime.spawn(async move {
+            let event = match services.billing.store().account(&owner).await {
+                Ok(Some(a)) => Event::Balance(Balance {
+                    amount: a.available().0,
+                    currency: a.currency,
+                }),
+                Ok(None) => Event::Balance(Balance {
+                    amount: 0,
+                    currency: services.currency.clone(),
+                }),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read a balance");
+                    Event::Error(Error::CallsUnavailable)
+                }
+            };
+            services.tell(&owner, event);
+        });
+    }
+}
+
+fn wrong(command: &str, state: &str) -> Event {
+    Event::Error(Error::WrongState(WrongState {
+        command: command.into(),
+        state: state.into(),
+    }))
+}
+
+impl Sessions for SessionManager {
+    fn command(&self, sender: &str, command: Command) -> Vec<Event> {
+        let keyword = match &command {
+            Command::Callback(_) => "CALLBACK",
+            Command::List => "LIST",
+            Command::Add(_) => "ADD",
+            Command::Del(_) => "DEL",
+            Command::Hangup => "HANGUP",
+            Command::Help => return vec![Event::Help],
+            Command::Balance => {
+                self.balance(sender);
+                return Vec::new();
+            }
+        };
+        if let Command::Callback(args) = command {
+            return self.start_session(sender, args);
+        }
+        let live = self.services.live.lock().unwrap_or_else(|e| e.into_inner());
+        // With several sessions allowed, commands go to the newest.
+        match live.get(sender).and_then(|s| s.last()) {
+            Some(s) if s.inbox.send(Message::Command(command)).is_ok() => Vec::new(),
+            _ => vec![wrong(keyword, "no call in progress")],
+        }
+    }
+}

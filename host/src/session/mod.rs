@@ -1,0 +1,73 @@
+//! Callback sessions: CALLBACK rings the source, then the destination, and
+//! bridges them; ADD, DEL, LIST and HANGUP work on the conference; every leg
+//! is billed.
+//!
+//! - [`machine`]: one session's rules as a pure state machine.
+//! - [`target`]: where a leg is rung (provider, direct SIP URI, IM gateway).
+//! - [`task`]: the tokio task that runs one session's machine against the
+//!   router plugin, SIP, the mixer and billing.
+//! - [`manager`]: every live session of the host; the chat's
+//!   [`crate::chat::Sessions`].
+
+pub mod machine;
+pub mod manager;
+pub mod target;
+pub mod task;
+
+use std::collections::BTreeMap;
+
+pub use machine::{Action, Input, LegKey, Phase, Session};
+pub use manager::{Notice, Services, SessionManager};
+
+/// The `[sessions]` section: limits and gateways.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Live sessions one user may have at once.
+    pub max_per_user: u32,
+    /// A leg not answered within this many seconds is given up (no answer).
+    pub ring_timeout_secs: u64,
+    /// SIP address templates for IM networks, by scheme (`gtalk`, `msn`,
+    /// `yahoo`, `xmpp`, or any other scheme a parser knows), e.g.
+    /// `gtalk = "sip:{user}@gtalk-gateway.example"`. `{user}` is replaced by
+    /// the leg's address. A scheme without a template cannot be reached.
+    pub gateways: BTreeMap<String, String>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            max_per_user: 1,
+            ring_timeout_secs: 45,
+            gateways: BTreeMap::new(),
+        }
+    }
+}
+
+impl SessionConfig {
+    /// Checks the values; the error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=100).contains(&self.max_per_user) {
+            return Err(format!(
+                "sessions.max_per_user = {} is not between 1 and 100",
+                self.max_per_user
+            ));
+        }
+        if !(5..=300).contains(&self.ring_timeout_secs) {
+            return Err(format!(
+                "sessions.ring_timeout_secs = {} is not between 5 and 300",
+                self.ring_timeout_secs
+            ));
+        }
+        for (scheme, template) in &self.gateways {
+            if scheme == "phone" || scheme == "sip" {
+                return Err(format!(
+                    "sessions.gateways.{scheme}: {scheme} legs are not reached through a gateway"
+                ));
+            }
+            target::gateway_uri(template, "user")
+                .map_err(|e| format!("sessions.gateways.{scheme} = {template:?}: {e}"))?;
+        }
+        Ok(())
+    }
+}
