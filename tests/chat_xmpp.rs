@@ -16,7 +16,7 @@ use switchboard::chat::xmpp::{NOT_SUBSCRIBED, XmppBot, XmppConfig};
 use switchboard::chat::{Bot, Unwired};
 use switchboard::plugin::types::Event;
 use switchboard::plugin::{Limits, PluginHost};
-use xmpp_peers::{DOMAIN, Prosody, User};
+use xmpp_peers::{DOMAIN, Prosody, User, befriend};
 
 const SECS: Duration = Duration::from_secs(15);
 
@@ -45,20 +45,6 @@ async fn wait_online(bot: &XmppBot, connects: u64, within: Duration, server: &Pr
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// Subscribes `user` to the bot the way a person does in their client,
-/// and approves the bot's request back.
-fn befriend(user: &mut User, bot: &str) {
-    user.command(serde_json::json!({"subscribe": bot}));
-    // The approval and the bot's own request, in whatever order they come.
-    let (mut approved, mut asked) = (false, false);
-    while !(approved && asked) {
-        let v = user.expect(SECS, |v| v["subscribed"] == bot || v["subscribe"] == bot);
-        approved |= v["subscribed"] == bot;
-        asked |= v["subscribe"] == bot;
-    }
-    user.command(serde_json::json!({"approve": bot}));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,19 +203,21 @@ async fn no_plaintext_login_unless_allowed() {
 /// it verifies the server's certificate (issued by a test CA, trusted
 /// through `SSL_CERT_FILE`), logs in over TLS and answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_logs_in_with_starttls_by_default() {
+async fn run_logs_in_with_starttls_by_default() {
     let server = Prosody::start_with(&[("switchboard", "bot-secret"), ("bob", "b")], true);
     let config = server.dir().join("switchboard.toml");
     std::fs::write(
         &config,
         format!(
-            "[xmpp]\njid = \"switchboard@{DOMAIN}\"\npassword = \"bot-secret\"\nserver = \"127.0.0.1:{}\"\n",
-            server.port
+            "[xmpp]\njid = \"switchboard@{DOMAIN}\"\npassword = \"bot-secret\"\nserver = \"127.0.0.1:{}\"\n\n\
+             [sip]\nudp = [\"127.0.0.1:0\"]\n\n[billing]\ndatabase = \"sqlite://{}/billing.db\"\n",
+            server.port,
+            server.dir().display()
         ),
     )
     .expect("config");
     let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .arg("serve")
+        .arg("run")
         .arg("--config")
         .arg(&config)
         .env("SSL_CERT_FILE", server.dir().join("ca.crt"))

@@ -337,3 +337,19 @@ impl Drop for User {
         let _ = self.child.wait();
     }
 }
+
+/// Subscribes `user` to the bot the way a person does in their client,
+/// and approves the bot's request back.
+pub fn befriend(user: &mut User, bot: &str) {
+    user.command(serde_json::json!({"subscribe": bot}));
+    // The approval and the bot's own request, in whatever order they come.
+    let (mut approved, mut asked) = (false, false);
+    while !(approved && asked) {
+        let v = user.expect(Duration::from_secs(15), |v| {
+            v["subscribed"] == bot || v["subscribe"] == bot
+        });
+        approved |= v["subscribed"] == bot;
+        asked |= v["subscribe"] == bot;
+    }
+    user.command(serde_json::json!({"approve": bot}));
+}

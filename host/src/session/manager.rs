@@ -17,7 +17,7 @@ use crate::billing::{Billing, unix_ms};
 use crate::chat::Sessions;
 use crate::media::{EngineEvent, MediaEngine};
 use crate::plugin::PluginHost;
-use crate::plugin::types::{Balance, Command, Error, Event, WrongState};
+use crate::plugin::types::{Balance, Command, Error, Event, Scheme, WrongState};
 use crate::sip::SipService;
 
 pub use crate::chat::Notice;
@@ -199,6 +199,14 @@ impl SessionManager {
     }
 
     fn start_session(&self, owner: &str, args: crate::plugin::types::CallbackArgs) -> Vec<Event> {
+        // A number the policy refuses is refused before anyone is rung.
+        for leg in [&args.source, &args.destination] {
+            if leg.scheme == Scheme::Phone
+                && self.services.billing.policy().check(&leg.address).is_err()
+            {
+                return vec![Event::Error(Error::NumberRefused(leg.clone()))];
+            }
+        }
         let (inbox, messages) = mpsc::unbounded_channel();
         let id = format!(
             "{}-{}-{}",

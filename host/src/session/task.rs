@@ -70,6 +70,8 @@ struct LegRun {
     dialled_ms: i64,
     ringing_ms: Option<u32>,
     answered: Option<Instant>,
+    /// Whether its media leg is still in the conference.
+    in_mix: bool,
 }
 
 /// One running session.
@@ -272,6 +274,7 @@ impl SessionTask {
                 dialled_ms: 0,
                 ringing_ms: None,
                 answered: None,
+                in_mix: true,
             },
         );
         self.dial(key).await
@@ -529,6 +532,23 @@ impl SessionTask {
         for input in inputs {
             self.feed(input).await;
         }
+        if self.ended.is_none() && !self.machine.is_live(key) {
+            self.release_media(key);
+        }
+    }
+
+    /// Takes a leg that is gone out of the mix (the rest of the session goes on).
+    fn release_media(&mut self, key: LegKey) {
+        let Some(l) = self.legs.get_mut(&key) else {
+            return;
+        };
+        if !std::mem::replace(&mut l.in_mix, false) {
+            return;
+        }
+        let (media, conference) = (Arc::clone(&self.services.media), self.conference);
+        let leg = l.media.id;
+        // Removing a leg waits for the media thread's answer: not on a tokio worker.
+        tokio::task::spawn_blocking(move || media.remove_leg(conference, leg));
     }
 
     async fn answered(&mut self, key: LegKey, sdp: AudioSdp, codec: Codec) -> Vec<Input> {
@@ -647,13 +667,9 @@ impl SessionTask {
         if let Some(call) = l.call.take() {
             self.services.sip.hangup(call);
         }
-        let media = l.media.id;
         self.settle(key, reason, None).await;
         if alone {
-            let media_engine = Arc::clone(&self.services.media);
-            let conference = self.conference;
-            // Removing a leg waits for the media thread's answer: not on a tokio worker.
-            tokio::task::spawn_blocking(move || media_engine.remove_leg(conference, media));
+            self.release_media(key);
         }
     }
 

@@ -1,0 +1,1097 @@
+//! Callback sessions end to end, against real peers on loopback: SIPp
+//! (`tests/sessions/*.xml`, `tests/sip/scenarios/*.xml`) as every provider's
+//! and gateway's far end, real RTP to and from each far end (a tone each,
+//! checked with Goertzel filters), SQLite billing, the built-in plugins, and
+//! for the seed's transcripts Prosody with a slixmpp client.
+//!
+//! The host is assembled exactly as `switchboard run` does it
+//! ([`Service::start`] from a configuration file, with per-provider rate
+//! sheets); the chat is either the XMPP bot or the same [`Bot`] driven
+//! directly.
+
+mod rtp_peer;
+mod sipp_peer;
+mod xmpp_peers;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use rtp_peer::{TonePeer, assert_hear_each_other, share};
+use sipp_peer::SippUas;
+use switchboard::billing::{AttemptOutcome, Cdr, Micros, Rate, unix_ms};
+use switchboard::chat::limit::RateLimit;
+use switchboard::chat::xmpp::{XmppBot, XmppConfig};
+use switchboard::chat::{Bot, Notice};
+use switchboard::config::Config;
+use switchboard::media::Law;
+use switchboard::plugin::{Limits, PluginHost, SlotName};
+use switchboard::service::Service;
+use tokio::sync::mpsc;
+use xmpp_peers::{DOMAIN, Prosody, User, befriend};
+
+const SECS: Duration = Duration::from_secs(15);
+
+/// A provider of the test host: its name, its far end, its rate sheet rows
+/// (prefix, price per minute) and digest credentials.
+struct Provider<'a> {
+    name: &'a str,
+    far_end: &'a SippUas,
+    rates: &'a [(&'a str, &'a str)],
+    credentials: Option<(&'a str, &'a str)>,
+}
+
+impl<'a> Provider<'a> {
+    fn new(name: &'a str, far_end: &'a SippUas, rates: &'a [(&'a str, &'a str)]) -> Self {
+        Provider {
+            name,
+            far_end,
+            rates,
+            credentials: None,
+        }
+    }
+}
+
+/// The seed's rates: +44 is cheapest through PROXICOM (0.014), +49
+/// through PAKLINE (0.01204).
+const PROXICOM_RATES: &[(&str, &str)] = &[("44", "0.014"), ("49", "0.0135")];
+const PAKLINE_RATES: &[(&str, &str)] = &[("49", "0.01204"), ("44", "0.0159")];
+
+/// A host assembled from a configuration file, as `switchboard run` does.
+struct Host {
+    service: Service,
+    plugins: Arc<PluginHost>,
+    dir: tempfile::TempDir,
+    _watcher: Option<switchboard::plugin::Watcher>,
+}
+
+/// Writes the configuration (and each provider's rate sheet) into `dir`.
+fn write_config(
+    dir: &Path,
+    providers: &[Provider],
+    gateways: &[(&str, String)],
+    extra: &str,
+) -> PathBuf {
+    let mut toml = format!(
+        "[sip]\nudp = [\"127.0.0.1:0\"]\n\n\
+         [billing]\ndatabase = \"sqlite://{}/billing.db\"\nhost_id = \"test\"\ncurrency = \"USD\"\n\
+         stats = {{ secs = 3600, attempts = 500, min_samples = 1 }}\n\n\
+         [sessions]\nring_timeout_secs = 5\n{extra}\n",
+        dir.display()
+    );
+    if !gateways.is_empty() {
+        toml.push_str("[sessions.gateways]\n");
+        for (scheme, template) in gateways {
+            toml.push_str(&format!("{scheme} = \"{template}\"\n"));
+        }
+    }
+    for p in providers {
+        let sheet = dir.join(format!("{}.csv", p.name));
+        let mut csv = String::from("provider,prefix,price_per_minute\n");
+        for (prefix, price) in p.rates {
+            csv.push_str(&format!("{},{prefix},{price}\n", p.name));
+        }
+        std::fs::write(&sheet, csv).expect("rate sheet");
+        toml.push_str(&format!(
+            "\n[[sip.providers]]\nname = \"{}\"\naddress = \"{}\"\nkeepalive = false\nrates = \"{}\"\n",
+            p.name,
+            p.far_end.addr,
+            sheet.display()
+        ));
+        if let Some((user, pass)) = p.credentials {
+            toml.push_str(&format!("username = \"{user}\"\npassword = \"{pass}\"\n"));
+        }
+    }
+    let path = dir.join("switchboard.toml");
+    std::fs::write(&path, toml).expect("config");
+    path
+}
+
+impl Host {
+    async fn start(providers: &[Provider<'_>], gateways: &[(&str, String)], extra: &str) -> Host {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = write_config(dir.path(), providers, gateways, extra);
+        let config = Config::load(&path).expect("the test configuration is valid");
+        let plugins = Arc::new(PluginHost::new(Limits::default()).expect("plugins"));
+        let service = Service::start(&config, Arc::clone(&plugins))
+            .await
+            .expect("the host starts");
+        Host {
+            service,
+            plugins,
+            dir,
+            _watcher: None,
+        }
+    }
+
+    async fn credit(&self, account: &str, amount: &str) {
+        let amount: Micros = amount.parse().expect("amount");
+        self.service
+            .billing
+            .store()
+            .credit(account, amount, "USD", unix_ms(SystemTime::now()))
+            .await
+            .expect("credit");
+    }
+
+    async fn balance(&self, account: &str) -> Micros {
+        self.service
+            .billing
+            .store()
+            .account(account)
+            .await
+            .expect("account")
+            .map_or(Micros::ZERO, |a| a.balance)
+    }
+
+    async fn cdrs(&self, account: &str) -> Vec<Cdr> {
+        let mut cdrs = self
+            .service
+            .billing
+            .store()
+            .cdrs(account, 100)
+            .await
+            .expect("cdrs");
+        cdrs.sort_by(|a, b| a.leg_id.cmp(&b.leg_id));
+        cdrs
+    }
+
+    /// The bot on the console's path: the same [`Bot`], fed directly.
+    fn chat(&mut self) -> Chat {
+        let (_, empty) = mpsc::unbounded_channel();
+        Chat {
+            bot: Bot::new(
+                Arc::clone(&self.plugins),
+                self.service.manager.clone(),
+                RateLimit {
+                    burst: 100,
+                    per_minute: 600,
+                },
+                2000,
+            ),
+            notices: std::mem::replace(&mut self.service.notices, empty),
+            pending: Vec::new(),
+        }
+    }
+
+    /// The XMPP bot logged in to `server`, with session notices forwarded
+    /// to it (as `switchboard run` does).
+    fn xmpp(&mut self, server: &Prosody) -> Arc<XmppBot> {
+        let bot = Bot::new(
+            Arc::clone(&self.plugins),
+            self.service.manager.clone(),
+            RateLimit::default(),
+            2000,
+        );
+        let config = XmppConfig {
+            jid: format!("switchboard@{DOMAIN}"),
+            password: "bot-secret".into(),
+            server: Some(format!("127.0.0.1:{}", server.port)),
+            allow_plaintext: true,
+            ..XmppConfig::default()
+        };
+        let xmpp = Arc::new(XmppBot::start(config, bot).expect("bot starts"));
+        let (_, empty) = mpsc::unbounded_channel();
+        let mut notices = std::mem::replace(&mut self.service.notices, empty);
+        let forward = Arc::clone(&xmpp);
+        tokio::spawn(async move {
+            while let Some(n) = notices.recv().await {
+                let _ = forward.notify(&n.to, n.event);
+            }
+        });
+        xmpp
+    }
+}
+
+async fn wait_online(bot: &XmppBot) {
+    let deadline = Instant::now() + SECS;
+    while !bot.stats().online.load(Ordering::Relaxed) {
+        assert!(Instant::now() < deadline, "the bot did not log in");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A user's view of the bot without a chat network: what it answers at
+/// once, and the session notices it phrases later.
+struct Chat {
+    bot: Bot,
+    notices: mpsc::UnboundedReceiver<Notice>,
+    pending: Vec<Notice>,
+}
+
+impl Chat {
+    /// Sends `text` as `who`; returns the immediate answers.
+    fn say(&mut self, who: &str, text: &str) -> Vec<String> {
+        self.bot.answer(Instant::now(), who, text)
+    }
+
+    /// The next message for `who` from a session, phrased by the replies plugin.
+    async fn next(&mut self, who: &str) -> String {
+        self.next_within(who, SECS).await
+    }
+
+    async fn next_within(&mut self, who: &str, within: Duration) -> String {
+        let notice = if let Some(i) = self.pending.iter().position(|n| n.to == who) {
+            self.pending.remove(i)
+        } else {
+            let deadline = tokio::time::Instant::now() + within;
+            loop {
+                match tokio::time::timeout_at(deadline, self.notices.recv()).await {
+                    Ok(Some(n)) if n.to == who => break n,
+                    Ok(Some(n)) => self.pending.push(n),
+                    _ => panic!("{who}: no message within {within:?}"),
+                }
+            }
+        };
+        self.bot.phrase(&notice.event).expect("phrased").join("\n")
+    }
+
+    /// Sends `text` and expects the session's next messages to be `replies`.
+    async fn expect(&mut self, who: &str, replies: &[&str]) {
+        for r in replies {
+            assert_eq!(self.next(who).await, *r);
+        }
+    }
+
+    /// Asserts nothing arrives for `who` within `within`.
+    async fn quiet(&mut self, who: &str, within: Duration) {
+        assert!(
+            !self.pending.iter().any(|n| n.to == who),
+            "{who} got {:?}",
+            self.pending
+        );
+        let deadline = tokio::time::Instant::now() + within;
+        while let Ok(Some(n)) = tokio::time::timeout_at(deadline, self.notices.recv()).await {
+            assert_ne!(n.to, who, "{who} got {:?}", n.event);
+            self.pending.push(n);
+        }
+    }
+}
+
+/// `N` of "…Charged time: N secs. Reason = …".
+fn charged_secs(text: &str) -> u64 {
+    text.split("Charged time: ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no charged time in {text:?}"))
+}
+
+fn price(text: &str) -> Rate {
+    Rate::per_minute(text.parse().expect("price"))
+}
+
+/// Every leg's CDR is settled at its rate, the charged time is the
+/// longest leg's, and the balance went down by exactly what they cost.
+async fn assert_billed(host: &Host, account: &str, start: Micros, charged: u64) -> Vec<Cdr> {
+    let cdrs = host.cdrs(account).await;
+    let mut total = Micros::ZERO;
+    for c in &cdrs {
+        let secs = c.billed_secs.expect("settled");
+        let cost = c.cost.expect("settled");
+        assert_eq!(
+            cost,
+            Rate::per_minute(c.price_per_minute).cost(secs),
+            "{c:?}"
+        );
+        total = total.plus(cost);
+    }
+    let longest = cdrs.iter().filter_map(|c| c.billed_secs).max().unwrap_or(0);
+    assert_eq!(
+        longest, charged,
+        "charged time is the longest leg's: {cdrs:?}"
+    );
+    assert_eq!(host.balance(account).await, start.minus(total), "{cdrs:?}");
+    cdrs
+}
+
+fn block<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+/// The seed's first transcript over XMPP: CALLBACK, then HANGUP, message
+/// by message; audio both ways; the charged time and cost as in the CDRs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_transcript_callback_then_hangup_over_xmpp() {
+    let (you, them) = (
+        TonePeer::start(Law::Ulaw, 440.0),
+        TonePeer::start(Law::Ulaw, 560.0),
+    );
+    let proxicom = SippUas::start("answer.xml", &[you.port]);
+    let pakline = SippUas::start("answer.xml", &[them.port]);
+    let mut host = Host::start(
+        &[
+            Provider::new("PROXICOM", &proxicom, PROXICOM_RATES),
+            Provider::new("PAKLINE", &pakline, PAKLINE_RATES),
+        ],
+        &[],
+        "",
+    )
+    .await;
+    let ruslan_jid = format!("ruslan@{DOMAIN}");
+    host.credit(&ruslan_jid, "5").await;
+    let server = Prosody::start(&[("switchboard", "bot-secret"), ("ruslan", "r")]);
+    let xmpp = host.xmpp(&server);
+    wait_online(&xmpp).await;
+    let bot = format!("switchboard@{DOMAIN}");
+    let mut ruslan = block(|| User::login(&server, "ruslan", "r"));
+    block(|| befriend(&mut ruslan, &bot));
+
+    block(|| {
+        ruslan.say(&bot, "CALLBACK +442071234567 +4915112345678");
+        for expected in [
+            "Calling source: phone:442071234567, cost = 0.014 via PROXICOM",
+            "Calling destination: phone:4915112345678, cost = 0.01204 via PAKLINE",
+            "Remote answered. Now talking. Cost = 0.02604",
+        ] {
+            assert_eq!(ruslan.next_message(&bot, SECS), expected);
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_hear_each_other(&[&you, &them]);
+    let ended = block(|| {
+        ruslan.say(&bot, "hangup");
+        ruslan.next_message(&bot, SECS)
+    });
+    let secs = charged_secs(&ended);
+    assert_eq!(
+        ended,
+        format!("Call aborted!\nThank you!\nCharged time: {secs} secs. Reason = EndedByHangup")
+    );
+    assert!((3..=8).contains(&secs), "{secs}");
+    let cdrs = assert_billed(&host, &ruslan_jid, Micros(5_000_000), secs).await;
+    let legs: Vec<(&str, Option<&str>, Micros)> = cdrs
+        .iter()
+        .map(|c| (c.role.as_str(), c.provider.as_deref(), c.price_per_minute))
+        .collect();
+    assert_eq!(
+        legs,
+        [
+            ("source", Some("PROXICOM"), price("0.014").price_per_minute),
+            (
+                "destination",
+                Some("PAKLINE"),
+                price("0.01204").price_per_minute
+            ),
+        ]
+    );
+    assert!(
+        cdrs.iter()
+            .all(|c| c.end_reason.as_deref() == Some("EndedByHangup"))
+    );
+    assert!(proxicom.errors().is_empty(), "{}", proxicom.errors());
+    assert!(pakline.errors().is_empty(), "{}", pakline.errors());
+}
+
+/// The seed's second transcript over XMPP: LIST, ADD, LIST, HANGUP; the
+/// source hears ringback while the destination rings; three parties hear
+/// each other and not themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_transcript_conference_over_xmpp() {
+    let you = TonePeer::start(Law::Ulaw, 440.0);
+    let them = TonePeer::start(Law::Ulaw, 560.0);
+    let third = TonePeer::start(Law::Ulaw, 660.0);
+    let proxicom = SippUas::start("answer.xml", &[you.port, third.port]);
+    let pakline = SippUas::start("answer_late.xml", &[them.port]);
+    let mut host = Host::start(
+        &[
+            Provider::new("PROXICOM", &proxicom, PROXICOM_RATES),
+            Provider::new("PAKLINE", &pakline, PAKLINE_RATES),
+        ],
+        &[],
+        "",
+    )
+    .await;
+    let ruslan_jid = format!("ruslan@{DOMAIN}");
+    host.credit(&ruslan_jid, "5").await;
+    let server = Prosody::start(&[("switchboard", "bot-secret"), ("ruslan", "r")]);
+    let xmpp = host.xmpp(&server);
+    wait_online(&xmpp).await;
+    let bot = format!("switchboard@{DOMAIN}");
+    let mut ruslan = block(|| User::login(&server, "ruslan", "r"));
+    block(|| befriend(&mut ruslan, &bot));
+
+    block(|| {
+        ruslan.say(&bot, "CALLBACK +442071234567 +4915112345678");
+        assert_eq!(
+            ruslan.next_message(&bot, SECS),
+            "Calling source: phone:442071234567, cost = 0.014 via PROXICOM"
+        );
+        assert_eq!(
+            ruslan.next_message(&bot, SECS),
+            "Calling destination: phone:4915112345678, cost = 0.01204 via PAKLINE"
+        );
+    });
+    // The destination rings for 1.5 s: the source hears ringback (425 Hz).
+    let before = you.heard_len();
+    block(|| {
+        assert_eq!(
+            ruslan.next_message(&bot, SECS),
+            "Remote answered. Now talking. Cost = 0.02604"
+        )
+    });
+    let ringing = you.heard_since(before.saturating_sub(8000));
+    assert!(
+        share(&ringing, 425.0) > 0.3,
+        "no ringback: {:.3}",
+        share(&ringing, 425.0)
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_hear_each_other(&[&you, &them]);
+
+    block(|| {
+        ruslan.say(&bot, "LIST");
+        assert_eq!(
+            ruslan.next_message(&bot, SECS),
+            "List of connected legs:\nSource: phone:442071234567 Via: PROXICOM\nDestination: phone:4915112345678 Via: PAKLINE"
+        );
+        ruslan.say(&bot, "ADD +442071234568");
+        assert_eq!(
+            ruslan.next_message(&bot, SECS),
+            "Calling additional: phone:442071234568, cost = 0.014 via PROXICOM"
+        );
+        assert_eq!(
+            ruslan.next_message(&bot, SECS),
+            "Party answered. Now talking. Cost = 0.014"
+        );
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_hear_each_other(&[&you, &them, &third]);
+    let ended = block(|| {
+        ruslan.say(&bot, "LIST");
+        assert_eq!(
+            ruslan.next_message(&bot, SECS),
+            "List of connected legs:\nSource: phone:442071234567 Via: PROXICOM\nDestination: phone:4915112345678 Via: PAKLINE\nAdditional: phone:442071234568 Via: PROXICOM"
+        );
+        ruslan.say(&bot, "HANGUP");
+        ruslan.next_message(&bot, SECS)
+    });
+    let secs = charged_secs(&ended);
+    assert_eq!(
+        ended,
+        format!("Call aborted!\nThank you!\nCharged time: {secs} secs. Reason = EndedByHangup")
+    );
+    let cdrs = assert_billed(&host, &ruslan_jid, Micros(5_000_000), secs).await;
+    let roles: Vec<&str> = cdrs.iter().map(|c| c.role.as_str()).collect();
+    assert_eq!(roles, ["source", "destination", "additional"]);
+}
+
+/// Busy, no answer, every provider failing, failover to the next provider,
+/// a 407 challenge answered with the provider's credentials, too little
+/// credit; and the attempts feed the statistics the next routing sees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_failover_challenges_and_statistics() {
+    let you: Vec<TonePeer> = (0..8)
+        .map(|i| TonePeer::start(Law::Ulaw, 400.0 + 10.0 * f64::from(i)))
+        .collect();
+    let them: Vec<TonePeer> = (0..8).map(|_| TonePeer::start(Law::Ulaw, 600.0)).collect();
+    let proxicom = SippUas::start(
+        "answer.xml",
+        &you.iter().map(|p| p.port).collect::<Vec<_>>(),
+    );
+    let pakline = SippUas::start(
+        "answer.xml",
+        &them.iter().map(|p| p.port).collect::<Vec<_>>(),
+    );
+    let busytel = SippUas::start("busy.xml", &[]);
+    let silent = SippUas::start("noanswer.xml", &[]);
+    let down1 = SippUas::start("fail503.xml", &[]);
+    let down2 = SippUas::start("fail503.xml", &[]);
+    let authco = SippUas::start("auth407.xml", &[]);
+    let mut host = Host::start(
+        &[
+            Provider::new("PROXICOM", &proxicom, &[("44", "0.014")]),
+            Provider::new("PAKLINE", &pakline, &[("41", "0.02")]),
+            Provider::new("BUSYTEL", &busytel, &[("33", "0.01")]),
+            Provider::new("SILENT", &silent, &[("34", "0.01")]),
+            Provider::new("DOWN1", &down1, &[("39", "0.01"), ("41", "0.01")]),
+            Provider::new("DOWN2", &down2, &[("39", "0.02")]),
+            Provider {
+                credentials: Some(("alice", "secret")),
+                ..Provider::new("AUTHCO", &authco, &[("43", "0.03")])
+            },
+        ],
+        &[],
+        "",
+    )
+    .await;
+    let mut chat = host.chat();
+    let u = "user@example.com";
+    host.credit(u, "5").await;
+
+    // Busy: not rung again through another provider.
+    assert!(
+        chat.say(u, "CALLBACK +33100000001 +4115112345678")
+            .is_empty()
+    );
+    chat.expect(
+        u,
+        &[
+            "Calling source: phone:33100000001, cost = 0.01 via BUSYTEL",
+            "Calling source phone:33100000001 failed: busy.",
+            "Call aborted!\nThank you!\nCharged time: 0 secs. Reason = SourceFailed",
+        ],
+    )
+    .await;
+
+    // No answer within the ring timeout (5 s): CANCEL, and the session ends.
+    chat.say(u, "CALLBACK +442071234567 +34911234567");
+    chat.expect(
+        u,
+        &[
+            "Calling source: phone:442071234567, cost = 0.014 via PROXICOM",
+            "Calling destination: phone:34911234567, cost = 0.01 via SILENT",
+        ],
+    )
+    .await;
+    let t = Instant::now();
+    assert_eq!(
+        chat.next(u).await,
+        "Calling destination phone:34911234567 failed: no answer."
+    );
+    assert!(t.elapsed() >= Duration::from_secs(4), "{:?}", t.elapsed());
+    let ended = chat.next(u).await;
+    assert!(ended.ends_with("Reason = DestinationFailed"), "{ended}");
+    assert!(
+        charged_secs(&ended) >= 5,
+        "the source talked while the destination rang"
+    );
+
+    // Every provider fails (503): each is tried in turn.
+    chat.say(u, "CALLBACK +442071234567 +390612345678");
+    chat.expect(
+        u,
+        &[
+            "Calling source: phone:442071234567, cost = 0.014 via PROXICOM",
+            "Calling destination: phone:390612345678, cost = 0.01 via DOWN1",
+            "Calling destination: phone:390612345678, cost = 0.02 via DOWN2",
+            "Calling destination phone:390612345678 failed: all providers failed.",
+        ],
+    )
+    .await;
+    assert!(chat.next(u).await.ends_with("Reason = DestinationFailed"));
+
+    // Failover: DOWN1 is cheapest for +41 but fails; PAKLINE answers.
+    chat.say(u, "CALLBACK +442071234567 +41441234567");
+    chat.expect(
+        u,
+        &[
+            "Calling source: phone:442071234567, cost = 0.014 via PROXICOM",
+            "Calling destination: phone:41441234567, cost = 0.01 via DOWN1",
+            "Calling destination: phone:41441234567, cost = 0.02 via PAKLINE",
+            "Remote answered. Now talking. Cost = 0.034",
+        ],
+    )
+    .await;
+    chat.say(u, "HANGUP");
+    assert!(chat.next(u).await.ends_with("Reason = EndedByHangup"));
+
+    // The statistics the next routing call receives: DOWN1 has failed
+    // twice, PAKLINE answered; the default router now puts PAKLINE first.
+    let now = unix_ms(SystemTime::now());
+    let down = host.service.billing.provider_stats("DOWN1", now);
+    assert_eq!((down.attempts, down.answered, down.asr_bp), (2, 0, Some(0)));
+    let pak = host.service.billing.provider_stats("PAKLINE", now);
+    assert_eq!(
+        (pak.attempts, pak.answered, pak.asr_bp),
+        (1, 1, Some(10_000))
+    );
+    chat.say(u, "CALLBACK +442071234567 +41441234567");
+    chat.expect(
+        u,
+        &[
+            "Calling source: phone:442071234567, cost = 0.014 via PROXICOM",
+            "Calling destination: phone:41441234567, cost = 0.02 via PAKLINE",
+            "Remote answered. Now talking. Cost = 0.034",
+        ],
+    )
+    .await;
+    chat.say(u, "HANGUP");
+    assert!(chat.next(u).await.ends_with("Reason = EndedByHangup"));
+
+    // A provider that challenges with 407: answered with its credentials
+    // (SIPp checks the digest's form).
+    chat.say(u, "CALLBACK +43123456789 +442071234567");
+    chat.expect(
+        u,
+        &[
+            "Calling source: phone:43123456789, cost = 0.03 via AUTHCO",
+            "Calling destination: phone:442071234567, cost = 0.014 via PROXICOM",
+            "Remote answered. Now talking. Cost = 0.044",
+        ],
+    )
+    .await;
+    chat.say(u, "HANGUP");
+    assert!(chat.next(u).await.ends_with("Reason = EndedByHangup"));
+    assert!(authco.errors().is_empty(), "{}", authco.errors());
+
+    // Too little credit for a minute of the source: refused before dialling.
+    let poor = "poor@example.com";
+    host.credit(poor, "0.01").await;
+    chat.say(poor, "CALLBACK +442071234567 +41441234567");
+    chat.expect(
+        poor,
+        &[
+            "Not enough credit: your balance is 0.01, this call needs at least 0.014. Please top up.",
+            "Call aborted!\nThank you!\nCharged time: 0 secs. Reason = SourceFailed",
+        ],
+    )
+    .await;
+    // No account at all.
+    chat.say(
+        "stranger@example.com",
+        "CALLBACK +442071234567 +41441234567",
+    );
+    let refused = chat.next("stranger@example.com").await;
+    assert!(
+        refused.starts_with("Not enough credit: your balance is 0"),
+        "{refused}"
+    );
+
+    // An unknown provider named with `via`.
+    chat.say(u, "CALLBACK +442071234567 +41441234567 via PROXICOM NOSUCH");
+    chat.expect(
+        u,
+        &[
+            "Calling source: phone:442071234567, cost = 0.014 via PROXICOM",
+            "Unknown provider NOSUCH for this destination.",
+        ],
+    )
+    .await;
+    assert!(chat.next(u).await.ends_with("Reason = DestinationFailed"));
+    // Emergency numbers are refused by policy before anyone is rung.
+    let refused = chat.say(u, "CALLBACK +442071234567 phone:112");
+    assert_eq!(
+        refused,
+        [
+            "Calls to phone:112 are not allowed by this service (emergency and premium-rate numbers are refused)."
+        ]
+    );
+    chat.quiet(u, Duration::from_millis(300)).await;
+    assert_eq!(host.service.manager.live(), 0);
+}
+
+/// Commands in the wrong state, one user's commands never reaching
+/// another's session, one live session per user, DEL rules, and far ends
+/// hanging up: the source (the session ends), an additional leg (it does not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn states_isolation_and_far_end_hangups() {
+    let a: Vec<TonePeer> = (0..3).map(|_| TonePeer::start(Law::Ulaw, 440.0)).collect();
+    let b: Vec<TonePeer> = (0..3).map(|_| TonePeer::start(Law::Ulaw, 560.0)).collect();
+    let proxicom = SippUas::start("answer.xml", &a.iter().map(|p| p.port).collect::<Vec<_>>());
+    let pakline = SippUas::start(
+        "answer_late.xml",
+        &b.iter().map(|p| p.port).collect::<Vec<_>>(),
+    );
+    let leaver_audio = TonePeer::start(Law::Ulaw, 700.0);
+    let leaver = SippUas::start(
+        "answer_then_bye.xml",
+        &[leaver_audio.port, leaver_audio.port],
+    );
+    let mut host = Host::start(
+        &[
+            Provider::new("PROXICOM", &proxicom, PROXICOM_RATES),
+            Provider::new("PAKLINE", &pakline, PAKLINE_RATES),
+            Provider::new("LEAVER", &leaver, &[("33", "0.01")]),
+        ],
+        &[],
+        "",
+    )
+    .await;
+    let mut chat = host.chat();
+    let (alice, bob) = ("alice@example.com", "bob@example.com");
+    host.credit(alice, "5").await;
+    host.credit(bob, "5").await;
+
+    // Nothing to act on yet.
+    for (command, keyword) in [
+        ("LIST", "LIST"),
+        ("HANGUP", "HANGUP"),
+        ("ADD +33123", "ADD"),
+        ("DEL +33123", "DEL"),
+    ] {
+        assert_eq!(
+            chat.say(alice, command),
+            [format!(
+                "{keyword} is not possible now: no call in progress."
+            )]
+        );
+    }
+    chat.say(alice, "CALLBACK +442071234567 +4915112345678");
+    chat.expect(
+        alice,
+        &[
+            "Calling source: phone:442071234567, cost = 0.014 via PROXICOM",
+            "Calling destination: phone:4915112345678, cost = 0.01204 via PAKLINE",
+        ],
+    )
+    .await;
+    // While the destination rings: ADD is too early, a second CALLBACK is refused.
+    chat.say(alice, "ADD +33123456789");
+    assert_eq!(
+        chat.next(alice).await,
+        "ADD is not possible now: the destination is still being called, the call is not yet connected."
+    );
+    assert_eq!(
+        chat.say(alice, "CALLBACK +442071234567 +4915112345678"),
+        ["CALLBACK is not possible now: you already have a call in progress; HANGUP ends it."]
+    );
+    // Bob sees and controls nothing of Alice's session.
+    assert_eq!(
+        chat.say(bob, "HANGUP"),
+        ["HANGUP is not possible now: no call in progress."]
+    );
+    assert_eq!(
+        chat.next(alice).await,
+        "Remote answered. Now talking. Cost = 0.02604"
+    );
+    chat.say(bob, "LIST");
+    chat.quiet(alice, Duration::from_millis(300)).await;
+    // DEL of the source or destination is refused; of a stranger, not found.
+    chat.say(alice, "DEL +442071234567");
+    assert_eq!(
+        chat.next(alice).await,
+        "The source leg cannot be dropped; HANGUP ends the whole call."
+    );
+    chat.say(alice, "DEL +4915112345678");
+    assert_eq!(
+        chat.next(alice).await,
+        "The destination leg cannot be dropped; HANGUP ends the whole call."
+    );
+    chat.say(alice, "DEL +1234");
+    assert_eq!(
+        chat.next(alice).await,
+        "phone:1234 is not one of the additional legs; LIST shows them."
+    );
+    // An additional party that hangs up by itself (after 3 s) leaves the call up.
+    chat.say(alice, "ADD +33123456789");
+    chat.expect(
+        alice,
+        &[
+            "Calling additional: phone:33123456789, cost = 0.01 via LEAVER",
+            "Party answered. Now talking. Cost = 0.01",
+            "List of connected legs:\nSource: phone:442071234567 Via: PROXICOM\nDestination: phone:4915112345678 Via: PAKLINE",
+        ],
+    )
+    .await;
+    // DEL of an additional leg.
+    chat.say(alice, "ADD +4915112345679");
+    chat.expect(
+        alice,
+        &[
+            "Calling additional: phone:4915112345679, cost = 0.01204 via PAKLINE",
+            "Party answered. Now talking. Cost = 0.01204",
+        ],
+    )
+    .await;
+    chat.say(alice, "DEL +4915112345679");
+    assert_eq!(
+        chat.next(alice).await,
+        "List of connected legs:\nSource: phone:442071234567 Via: PROXICOM\nDestination: phone:4915112345678 Via: PAKLINE"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_hear_each_other(&[&a[0], &b[0]]);
+    chat.say(alice, "HANGUP");
+    let ended = chat.next(alice).await;
+    assert!(ended.ends_with("Reason = EndedByHangup"), "{ended}");
+    let cdrs = host.cdrs(alice).await;
+    assert_eq!(cdrs.len(), 4, "{cdrs:?}");
+    assert!(
+        cdrs.iter()
+            .any(|c| c.end_reason.as_deref() == Some("EndedByParty"))
+    );
+    assert!(
+        cdrs.iter()
+            .any(|c| c.end_reason.as_deref() == Some("DroppedByUser"))
+    );
+
+    // The source hanging up ends the session and every leg.
+    // (Named providers: by now the statistics would rank PROXICOM first for +49.)
+    chat.say(
+        bob,
+        "CALLBACK +33111111111 +4915112345678 via LEAVER PAKLINE",
+    );
+    chat.expect(
+        bob,
+        &[
+            "Calling source: phone:33111111111, cost = 0.01 via LEAVER",
+            "Calling destination: phone:4915112345678, cost = 0.01204 via PAKLINE",
+            "Remote answered. Now talking. Cost = 0.02204",
+        ],
+    )
+    .await;
+    let ended = chat.next(bob).await;
+    assert!(ended.ends_with("Reason = EndedBySource"), "{ended}");
+    assert_eq!(host.service.manager.live(), 0);
+}
+
+/// `sip:` legs are called directly and free; `gtalk:` goes through its
+/// gateway template; `msn:` has none and is not reachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sip_and_gateway_legs() {
+    let you = TonePeer::start(Law::Ulaw, 440.0);
+    let them = TonePeer::start(Law::Ulaw, 560.0);
+    let phone = SippUas::start("answer.xml", &[you.port]);
+    let direct = SippUas::start("answer.xml", &[them.port]);
+    let gateway_audio = TonePeer::start(Law::Ulaw, 660.0);
+    let gateway = SippUas::start("answer.xml", &[gateway_audio.port]);
+    let mut host = Host::start(
+        &[Provider::new("PROXICOM", &phone, PROXICOM_RATES)],
+        &[("gtalk", format!("sip:{{user}}@{}", gateway.addr))],
+        "",
+    )
+    .await;
+    let mut chat = host.chat();
+    let u = "user@example.com";
+    // No account needed: free legs only.
+    chat.say(
+        u,
+        &format!("CALLBACK sip:alice@{} gtalk:bob@gmail.com", direct.addr),
+    );
+    chat.expect(
+        u,
+        &[
+            &format!("Calling source: sip:alice@{}, cost = 0", direct.addr),
+            "Calling destination: gtalk:bob@gmail.com, cost = 0",
+            "Remote answered. Now talking. Cost = 0",
+        ],
+    )
+    .await;
+    chat.say(u, "ADD msn:carol@live.com");
+    assert_eq!(
+        chat.next(u).await,
+        "Calling additional msn:carol@live.com failed: the msn network is not reachable from this service."
+    );
+    chat.say(u, "HANGUP");
+    let ended = chat.next(u).await;
+    assert!(ended.ends_with("Reason = EndedByHangup"), "{ended}");
+    let cdrs = host.cdrs(u).await;
+    assert_eq!(cdrs.len(), 2);
+    assert!(
+        cdrs.iter()
+            .all(|c| c.provider.is_none() && c.cost == Some(Micros::ZERO))
+    );
+    assert!(cdrs.iter().any(|c| c.address == "gtalk:bob@gmail.com"));
+
+    // Paid source, free destination: only the phone leg costs.
+    host.credit(u, "1").await;
+    chat.say(
+        u,
+        &format!("CALLBACK +442071234567 sip:alice@{}", direct.addr),
+    );
+    chat.expect(
+        u,
+        &[
+            "Calling source: phone:442071234567, cost = 0.014 via PROXICOM",
+            &format!("Calling destination: sip:alice@{}, cost = 0", direct.addr),
+            "Remote answered. Now talking. Cost = 0.014",
+        ],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    chat.say(u, "HANGUP");
+    let secs = charged_secs(&chat.next(u).await);
+    let cdrs = host.cdrs(u).await;
+    let paid: Vec<&Cdr> = cdrs.iter().filter(|c| c.provider.is_some()).collect();
+    assert_eq!(paid.len(), 1);
+    assert_eq!(
+        paid[0].cost,
+        Some(price("0.014").cost(paid[0].billed_secs.unwrap_or(0)))
+    );
+    assert!(secs >= 1);
+}
+
+/// Credit for about 70 s of the session: a warning a minute before the
+/// end, then CreditExhausted ends it; exactly the credit is billed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credit_runs_out_mid_call() {
+    let you = TonePeer::start(Law::Ulaw, 440.0);
+    let them = TonePeer::start(Law::Ulaw, 560.0);
+    let proxicom = SippUas::start("answer.xml", &[you.port]);
+    let pakline = SippUas::start("answer.xml", &[them.port]);
+    let mut host = Host::start(
+        &[
+            Provider::new("PROXICOM", &proxicom, &[("44", "0.6")]),
+            Provider::new("PAKLINE", &pakline, &[("49", "0.6")]),
+        ],
+        &[],
+        "",
+    )
+    .await;
+    let mut chat = host.chat();
+    let u = "short@example.com";
+    // 1.2 per minute together: 1.4 lasts 70 s of both legs (a little more,
+    // since the destination answers after the source).
+    host.credit(u, "1.4").await;
+    chat.say(u, "CALLBACK +442071234567 +4915112345678");
+    chat.expect(
+        u,
+        &[
+            "Calling source: phone:442071234567, cost = 0.6 via PROXICOM",
+            "Calling destination: phone:4915112345678, cost = 0.6 via PAKLINE",
+            "Remote answered. Now talking. Cost = 1.2",
+        ],
+    )
+    .await;
+    let answered = Instant::now();
+    let warning = chat.next_within(u, Duration::from_secs(30)).await;
+    assert!(
+        warning.starts_with("Warning: your credit runs out in about"),
+        "{warning}"
+    );
+    let ended = chat.next_within(u, Duration::from_secs(90)).await;
+    assert!(ended.ends_with("Reason = CreditExhausted"), "{ended}");
+    let talked = answered.elapsed();
+    assert!(
+        (Duration::from_secs(65)..Duration::from_secs(75)).contains(&talked),
+        "{talked:?}"
+    );
+    // Every micro of the credit, and no more, is billed.
+    let balance = host.balance(u).await;
+    assert!(
+        balance >= Micros::ZERO && balance < Micros(20_000),
+        "{balance}"
+    );
+    let cdrs = host.cdrs(u).await;
+    assert!(
+        cdrs.iter()
+            .all(|c| c.end_reason.as_deref() == Some("CreditExhausted"))
+    );
+}
+
+/// New router and replies plugins dropped into the watched directory while
+/// a conference is up: the call goes on (audio keeps flowing), the next
+/// messages are phrased by the new replies, and the next routing decision
+/// is the new router's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_swap_router_and_replies_while_calls_are_up() {
+    let you = TonePeer::start(Law::Ulaw, 440.0);
+    let them = TonePeer::start(Law::Ulaw, 560.0);
+    let extra: Vec<TonePeer> = (0..2)
+        .map(|i| TonePeer::start(Law::Ulaw, 660.0 + 110.0 * f64::from(i)))
+        .collect();
+    let proxicom = SippUas::start("answer.xml", &[you.port]);
+    let pakline = SippUas::start("answer.xml", &[them.port]);
+    let best = SippUas::start("answer.xml", &[extra[0].port]);
+    let cheap = SippUas::start("answer.xml", &[extra[1].port]);
+    let mut host = Host::start(
+        &[
+            Provider::new("PROXICOM", &proxicom, PROXICOM_RATES),
+            Provider::new("PAKLINE", &pakline, PAKLINE_RATES),
+            Provider::new("BEST", &best, &[("33", "0.02")]),
+            Provider::new("CHEAP", &cheap, &[("33", "0.005")]),
+        ],
+        &[],
+        "",
+    )
+    .await;
+    let watched = host.dir.path().join("plugins");
+    std::fs::create_dir(&watched).expect("plugin dir");
+    host._watcher = Some(host.plugins.watch(&watched).expect("watch"));
+    // BEST answers every call, CHEAP one in five: the default router ranks
+    // by answer-seizure ratio, least-cost routing by price.
+    let now = unix_ms(SystemTime::now());
+    for i in 0..10 {
+        for (provider, answered) in [("BEST", true), ("CHEAP", i < 2)] {
+            let outcome = AttemptOutcome {
+                at_ms: now - 1000,
+                answered,
+                talk_secs: if answered { 60 } else { 0 },
+                pdd_ms: Some(800),
+            };
+            host.service
+                .billing
+                .record_attempt(&format!("seed-{provider}-{i}"), provider, outcome, None)
+                .await
+                .expect("attempt");
+        }
+    }
+    let mut chat = host.chat();
+    let u = "user@example.com";
+    host.credit(u, "5").await;
+    chat.say(u, "CALLBACK +442071234567 +4915112345678");
+    chat.expect(
+        u,
+        &[
+            "Calling source: phone:442071234567, cost = 0.014 via PROXICOM",
+            "Calling destination: phone:4915112345678, cost = 0.01204 via PAKLINE",
+            "Remote answered. Now talking. Cost = 0.02604",
+        ],
+    )
+    .await;
+    chat.say(u, "ADD +33111111111");
+    chat.expect(
+        u,
+        &[
+            "Calling additional: phone:33111111111, cost = 0.02 via BEST",
+            "Party answered. Now talking. Cost = 0.02",
+        ],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_hear_each_other(&[&you, &them, &extra[0]]);
+
+    // The operator drops new versions into the watched directory.
+    let before = (
+        host.plugins.stats(SlotName::Router).active,
+        host.plugins.stats(SlotName::Replies).active,
+    );
+    for (slot, guest) in [
+        (SlotName::Router, "router_least_cost"),
+        (SlotName::Replies, "replies_de"),
+    ] {
+        let from = PathBuf::from(env!("SWITCHBOARD_GUESTS_DIR")).join(format!("{guest}.wasm"));
+        let staged = watched.join(format!(".{}", slot.file_name()));
+        std::fs::copy(&from, &staged).expect("copy plugin");
+        std::fs::rename(&staged, watched.join(slot.file_name())).expect("move plugin in");
+    }
+    let deadline = Instant::now() + SECS;
+    while host.plugins.stats(SlotName::Router).active == before.0
+        || host.plugins.stats(SlotName::Replies).active == before.1
+    {
+        assert!(Instant::now() < deadline, "the new plugins were not loaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The calls are still up and every party still hears the others.
+    let marks: Vec<usize> = [&you, &them, &extra[0]]
+        .iter()
+        .map(|p| p.heard_len())
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for (p, mark) in [&you, &them, &extra[0]].iter().zip(marks) {
+        assert!(
+            p.heard_len() > mark + 8000,
+            "{} Hz far end stopped hearing",
+            p.hz
+        );
+    }
+    assert_hear_each_other(&[&you, &them, &extra[0]]);
+    assert_eq!(host.service.manager.live(), 1);
+
+    // The next messages are the new replies', the next route the new router's.
+    chat.say(u, "LIST");
+    let list = chat.next(u).await;
+    assert!(
+        list.contains("Anrufer") || list.contains("Verbundene"),
+        "{list}"
+    );
+    chat.say(u, "ADD +33222222222");
+    let calling = chat.next(u).await;
+    assert!(
+        calling.contains("CHEAP"),
+        "least-cost routing picks CHEAP: {calling}"
+    );
+    assert!(
+        !calling.starts_with("Calling"),
+        "phrased by the new replies: {calling}"
+    );
+    let _answered = chat.next(u).await;
+    chat.say(u, "HANGUP");
+    let ended = chat.next(u).await;
+    assert!(ended.starts_with("Anruf beendet!"), "{ended}");
+}
