@@ -28,30 +28,137 @@ fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// `switchboard demo` as a person uses it: lines typed one after another,
+/// answers read as they come.
+struct Console {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    seen: std::sync::Arc<std::sync::Mutex<String>>,
+    from: usize,
+}
+
+impl Console {
+    fn start(args: &[&str]) -> Console {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("switchboard starts");
+        let stdin = child.stdin.take();
+        let mut out = child.stdout.take().expect("stdout");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = std::io::Read::read(&mut out, &mut buf) {
+                if n == 0 {
+                    return;
+                }
+                sink.lock()
+                    .expect("lock")
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Console {
+            child,
+            stdin,
+            seen,
+            from: 0,
+        }
+    }
+
+    fn type_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("type");
+        stdin.flush().expect("flush");
+    }
+
+    /// Waits until `text` appears after what was waited for last; returns
+    /// the output up to and including it.
+    fn wait_for(&mut self, text: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            {
+                let seen = self.seen.lock().expect("lock");
+                if let Some(i) = seen[self.from..].find(text) {
+                    let upto = self.from + i + text.len();
+                    let chunk = seen[self.from..upto].to_string();
+                    self.from = upto;
+                    return chunk;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{text:?} did not appear in:\n{}",
+                    &seen[self.from..]
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    fn finish(mut self) -> String {
+        drop(self.stdin.take());
+        let status = self.child.wait().expect("demo ends");
+        assert!(status.success(), "{status}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        self.seen.lock().expect("lock")[self.from..].to_string()
+    }
+}
+
+/// The README's run command: the seed's two transcripts on the console,
+/// with the simulated providers, rates and the demo account.
 #[test]
-fn demo_answers_the_seed_commands_and_says_calls_are_not_wired() {
-    let output = switchboard(
-        &["demo"],
-        "HELP\nCALLBACK +442071234567 +4915112345678\n\nDIAL +4420\nhangup\nCALLBACK +442071234567\n",
+fn demo_reproduces_the_seed_transcripts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database = format!("sqlite://{}/demo.db", dir.path().display());
+    let mut demo = Console::start(&["demo", "--database", &database, "--ring-ms", "300"]);
+    demo.wait_for("Ctrl-D ends the demo.");
+    demo.type_line("HELP");
+    demo.wait_for("Commands:\nCALLBACK SourceLeg DestinationLeg");
+    demo.type_line("DIAL +4420");
+    demo.wait_for("Error: unknown command 'DIAL'.");
+    demo.type_line("CALLBACK +442071234567");
+    demo.wait_for(
+        "Error: CALLBACK needs a destination leg after the source.\nSyntax: CALLBACK [phone:|sip:",
     );
-    assert!(output.status.success(), "{output:?}");
-    let text = stdout(&output);
-    assert!(text.contains("calls are not wired yet"), "{text}");
+
+    // The first transcript: callback, then hangup.
+    demo.type_line("CALLBACK +442071234567 +4915112345678");
+    demo.wait_for("Calling source: phone:442071234567, cost = 0.014 via PROXICOM\n");
+    demo.wait_for("Calling destination: phone:4915112345678, cost = 0.01204 via PAKLINE\n");
+    demo.wait_for("Remote answered. Now talking. Cost = 0.02604\n");
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    demo.type_line("hangup");
+    let ended = demo.wait_for("Reason = EndedByHangup");
     assert!(
-        text.contains("Commands:\nCALLBACK SourceLeg DestinationLeg"),
-        "{text}"
+        ended.contains("Call aborted!\nThank you!\nCharged time: "),
+        "{ended}"
     );
-    assert_eq!(
-        text.matches("Calls are not available on this host right now; no call was placed.")
-            .count(),
-        2,
-        "{text}"
-    );
-    assert!(text.contains("Error: unknown command 'DIAL'."), "{text}");
-    assert!(
-        text.contains("Error: CALLBACK needs a destination leg after the source.\nSyntax: CALLBACK [phone:|sip:"),
-        "{text}"
-    );
+
+    // The second: LIST, ADD, LIST, HANGUP.
+    demo.type_line("CALLBACK +442071234567 +4915112345678");
+    demo.wait_for("Remote answered. Now talking. Cost = 0.02604\n");
+    demo.type_line("LIST");
+    demo.wait_for("List of connected legs:\nSource: phone:442071234567 Via: PROXICOM\nDestination: phone:4915112345678 Via: PAKLINE\n");
+    demo.type_line("ADD +442071234568");
+    demo.wait_for("Calling additional: phone:442071234568, cost = 0.014 via PROXICOM\n");
+    demo.wait_for("Party answered. Now talking. Cost = 0.014\n");
+    demo.type_line("LIST");
+    demo.wait_for("List of connected legs:\nSource: phone:442071234567 Via: PROXICOM\nDestination: phone:4915112345678 Via: PAKLINE\nAdditional: phone:442071234568 Via: PROXICOM\n");
+    demo.type_line("HANGUP");
+    demo.wait_for("Reason = EndedByHangup");
+    demo.type_line("BALANCE");
+    demo.wait_for("Your balance is 4.9");
+    // A busy number, and a call still up when the console closes.
+    demo.type_line("CALLBACK +442071234567 +4915112345486");
+    demo.wait_for("Calling destination phone:4915112345486 failed: busy.");
+    demo.wait_for("Reason = DestinationFailed");
+    demo.type_line("CALLBACK +442071234567 +4915112345678");
+    demo.wait_for("Remote answered.");
+    let rest = demo.finish();
+    assert!(rest.contains("Reason = Shutdown"), "{rest}");
 }
 
 #[test]
@@ -60,14 +167,47 @@ fn demo_uses_plugins_from_a_watched_directory() {
     std::fs::copy(guest_path("replies_de"), dir.path().join("replies.wasm")).expect("copy");
     std::fs::copy(guest_path("parser_aliases"), dir.path().join("parser.wasm")).expect("copy");
     let plugins = dir.path().to_str().expect("utf-8 path");
-    let output = switchboard(&["demo", "--plugins", plugins], "?\nHU\n");
+    let database = format!("sqlite://{}/demo.db", dir.path().display());
+    let output = switchboard(
+        &["demo", "--plugins", plugins, "--database", &database],
+        "?\nHU\n",
+    );
     assert!(output.status.success(), "{output:?}");
     let text = stdout(&output);
     assert!(text.contains("Befehle: CALLBACK"), "{text}");
     assert!(
-        text.contains("Anrufe sind derzeit nicht möglich."),
+        text.contains("HANGUP ist jetzt nicht möglich: no call in progress."),
         "{text}"
     );
+}
+
+/// `switchboard run` refuses a bad file at start, naming the key and its line.
+#[test]
+fn run_refuses_a_bad_configuration_with_key_and_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("bad.toml");
+    let cases = [
+        (
+            "[xmpp]\njid = \"bot@example.org\"\npassword = \"x\"\n\n[sessions]\nring_timeout_secs = 45\nmax_per_user = 0\n",
+            "line 7: sessions.max_per_user = 0 is not between 1 and 100",
+        ),
+        (
+            "[sip]\nudp = [\"127.0.0.1:0\"]\n[sip.timers]\nt1_ms = 5000\nt2_ms = 4000\n",
+            "line 3: sip.timers",
+        ),
+        ("[billing]\ndatabse = \"sqlite://x.db\"\n", "line 2"),
+        (
+            "[xmpp]\njid = \"bot@example.org\"\npassword = \"x\"\n[sessions.gateways]\nmsn = \"sip:gw.example\"\n",
+            "line 5: sessions.gateways.msn",
+        ),
+    ];
+    for (text, expected) in cases {
+        std::fs::write(&path, text).expect("write");
+        let output = switchboard(&["run", "--config", path.to_str().expect("path")], "");
+        assert!(!output.status.success(), "{text}");
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert!(err.contains(expected), "{text:?}: {err}");
+    }
 }
 
 #[test]

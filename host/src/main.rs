@@ -383,7 +383,11 @@ fn demo(
         let mut bot = switchboard::chat::Bot::new(
             host,
             service.manager.clone(),
-            switchboard::chat::limit::RateLimit::default(),
+            // One person at a keyboard: no flood to guard against.
+            switchboard::chat::limit::RateLimit {
+                burst: 1000,
+                per_minute: 6000,
+            },
             2000,
         );
         switchboard::chat::console::run_live(&mut bot, &mut service.notices, io::stdout(), sender)
