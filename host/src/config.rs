@@ -351,6 +351,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_example_file_is_valid() {
+        let c = Config::parse(include_str!("../../switchboard.example.toml")).expect("valid");
+        assert_eq!(c.sip.providers.len(), 2);
+        assert_eq!(c.sessions.gateways.len(), 2);
+        assert!(c.xmpp.is_some() && c.plugins.dir.is_some());
+    }
+
+    #[test]
+    fn semantic_errors_name_the_line() {
+        let e = Config::parse("[sip]\nudp = [\"127.0.0.1:0\"]\n\n[[sip.providers]]\nname = \"A\"\naddress = \"127.0.0.1:1\"\nusername = \"u\"\n")
+            .expect_err("no password")
+            .to_string();
+        assert!(e.contains("line 5: sip.providers.A"), "{e}");
+    }
+
+    #[test]
     fn empty_file_is_the_defaults() {
         assert_eq!(Config::parse("").expect("valid"), Config::default());
     }
