@@ -17,8 +17,12 @@
 //! PostgreSQL is `SWITCHBOARD_TEST_POSTGRES` or postgres://postgres@127.0.0.1:5432/test;
 //! each run uses a fresh schema. SQLite is a fresh file in a temporary directory.
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{arg, flag, percentile};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use switchboard::billing::{
     self, AttemptOutcome, Billing, LegEnd, LegRole, LegStart, Micros, ProviderRecord, Rate,
@@ -26,15 +30,6 @@ use switchboard::billing::{
 };
 
 const T0_MS: i64 = 1_764_000_000_000;
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn only() -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -82,11 +77,6 @@ async fn drop_schema(schema: &str) {
             .execute(&mut conn)
             .await;
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 fn leg(id: String, session: String, account: &str, rate: Rate) -> LegStart {
@@ -250,7 +240,7 @@ fn stats_read(n: usize) {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let quick = flag("--quick");
     let legs = arg("--legs", if quick { 600 } else { 30_000 });
     let auths = arg("--auths", if quick { 200 } else { 5_000 });
     let tasks = arg("--tasks", 16).max(1);

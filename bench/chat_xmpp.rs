@@ -12,6 +12,10 @@
 //! Run with `cargo bench -p switchboard --bench chat_xmpp` (add `-- --quick`
 //! for a short smoke run; the test script does that). Needs `prosody`.
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{arg, flag, percentile};
 #[path = "../tests/xmpp_peers/mod.rs"]
 mod xmpp_peers;
 
@@ -36,20 +40,6 @@ use tokio_xmpp::xmlstream::Timeouts;
 use xmpp_peers::{DOMAIN, Prosody};
 
 const COMMAND: &str = "CALLBACK +442071234567 +4915112345678";
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len().saturating_sub(1))]
-}
 
 fn stream(server: &Prosody, name: &str) -> StanzaStream {
     let jid = Jid::from_str(&format!("{name}@{DOMAIN}")).expect("jid");
@@ -128,7 +118,7 @@ async fn user(mut s: StanzaStream, bot: Jid, count: usize, window: usize) -> Vec
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let quick = flag("--quick");
     let users = arg("--users", 8).max(1);
     let messages = arg("--messages", if quick { 400 } else { 20_000 });
     let window = arg("--window", 4).max(1);
