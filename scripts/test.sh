@@ -78,7 +78,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "unit and integration tests"
 cargo test --workspace --locked
 
-step "benchmark smoke runs (figures for BENCHMARKS.md come from: cargo bench -p switchboard --bench plugins / sip_calls / media_mix / billing / chat_xmpp)"
+step "benchmark smoke runs (figures for BENCHMARKS.md come from: cargo bench -p switchboard --bench plugins / sip_calls / media_mix / billing / chat_xmpp / sessions)"
 # --workspace keeps feature unification identical to the step above, so
 # nothing is rebuilt.
 cargo test --workspace --bench plugins --locked -- --quick
@@ -86,5 +86,6 @@ cargo test --workspace --bench sip_calls --locked -- --quick
 cargo test --workspace --bench media_mix --locked -- --quick
 cargo test --workspace --bench billing --locked -- --quick
 cargo test --workspace --bench chat_xmpp --locked -- --quick
+cargo test --workspace --bench sessions --locked -- --quick
 
 step "all tests passed"

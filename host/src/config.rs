@@ -97,6 +97,8 @@ pub struct MediaSection {
     pub jitter_min_ms: u64,
     /// Largest jitter buffer delay, in milliseconds.
     pub jitter_max_ms: u64,
+    /// Pin the mixer thread to this CPU (none: the scheduler decides).
+    pub cpu: Option<usize>,
 }
 
 impl Default for MediaSection {
@@ -106,6 +108,7 @@ impl Default for MediaSection {
             rtp_ports: [20000, 29999],
             jitter_min_ms: 20,
             jitter_max_ms: 200,
+            cpu: None,
         }
     }
 }
@@ -120,6 +123,7 @@ impl MediaSection {
                 min_delay: Duration::from_millis(self.jitter_min_ms),
                 max_delay: Duration::from_millis(self.jitter_max_ms),
             },
+            cpu: self.cpu,
             ..MediaConfig::default()
         }
     }

@@ -282,12 +282,21 @@ fn run_service(path: &std::path::Path, plugins: Option<PathBuf>) -> anyhow::Resu
             .map(|(t, a)| format!("{t} {a}"))
             .collect::<Vec<_>>()
             .join(", ");
-        println!("Switchboard running: XMPP bot {jid}, SIP on {sip}. Ctrl-C stops it.");
+        println!(
+            "Switchboard running: XMPP bot {jid}, SIP on {sip}. Ctrl-C or SIGTERM ends the calls and stops it."
+        );
         let manager = service.manager.clone();
         let mut stopping: Option<tokio::task::JoinHandle<()>> = None;
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c(), if stopping.is_none() => {
+                _ = async {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = terminate.recv() => {}
+                    }
+                }, if stopping.is_none() => {
                     println!("Stopping: ending calls and settling them.");
                     let m = manager.clone();
                     stopping = Some(tokio::spawn(async move {
