@@ -157,13 +157,28 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Reads and checks a configuration file.
+    /// Reads and checks a configuration file. Relative paths in it (rate
+    /// sheets, the plugin directory) are taken from the file's directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        Self::parse(&text)
+        let mut config = Self::parse(&text)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in &mut config.sip.providers {
+            if let Some(rates) = &mut p.rates
+                && rates.is_relative()
+            {
+                *rates = base.join(&*rates);
+            }
+        }
+        if let Some(dir) = &mut config.plugins.dir
+            && dir.is_relative()
+        {
+            *dir = base.join(&*dir);
+        }
+        Ok(config)
     }
 
     /// Reads and checks configuration text.
@@ -360,6 +375,23 @@ mod tests {
         assert_eq!(c.sip.providers.len(), 2);
         assert_eq!(c.sessions.gateways.len(), 2);
         assert!(c.xmpp.is_some() && c.plugins.dir.is_some());
+    }
+
+    #[test]
+    fn relative_paths_are_taken_from_the_files_directory() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("switchboard.toml");
+        std::fs::write(
+            &path,
+            "[[sip.providers]]\nname = \"A\"\naddress = \"127.0.0.1:5080\"\nrates = \"rates/a.csv\"\n[plugins]\ndir = \"/abs/plugins\"\n",
+        )
+        .expect("write");
+        let c = Config::load(&path).expect("valid");
+        assert_eq!(
+            c.sip.providers[0].rates.as_deref(),
+            Some(dir.path().join("rates/a.csv").as_path())
+        );
+        assert_eq!(c.plugins.dir.as_deref(), Some(Path::new("/abs/plugins")));
     }
 
     #[test]
