@@ -540,7 +540,10 @@ async fn failures_failover_challenges_and_statistics() {
     .await;
 
     // No answer within the ring timeout (5 s): CANCEL, and the session ends.
-    chat.say(u, "CALLBACK +442071234567 +34911234567");
+    assert!(
+        chat.say(u, "CALLBACK +442071234567 +34911234567")
+            .is_empty()
+    );
     chat.expect(
         u,
         &[
@@ -563,7 +566,10 @@ async fn failures_failover_challenges_and_statistics() {
     );
 
     // Every provider fails (503): each is tried in turn.
-    chat.say(u, "CALLBACK +442071234567 +390612345678");
+    assert!(
+        chat.say(u, "CALLBACK +442071234567 +390612345678")
+            .is_empty()
+    );
     chat.expect(
         u,
         &[
@@ -577,7 +583,10 @@ async fn failures_failover_challenges_and_statistics() {
     assert!(chat.next(u).await.ends_with("Reason = DestinationFailed"));
 
     // Failover: DOWN1 is cheapest for +41 but fails; PAKLINE answers.
-    chat.say(u, "CALLBACK +442071234567 +41441234567");
+    assert!(
+        chat.say(u, "CALLBACK +442071234567 +41441234567")
+            .is_empty()
+    );
     chat.expect(
         u,
         &[
@@ -601,7 +610,10 @@ async fn failures_failover_challenges_and_statistics() {
         (pak.attempts, pak.answered, pak.asr_bp),
         (1, 1, Some(10_000))
     );
-    chat.say(u, "CALLBACK +442071234567 +41441234567");
+    assert!(
+        chat.say(u, "CALLBACK +442071234567 +41441234567")
+            .is_empty()
+    );
     chat.expect(
         u,
         &[
@@ -616,7 +628,10 @@ async fn failures_failover_challenges_and_statistics() {
 
     // A provider that challenges with 407: answered with its credentials
     // (SIPp checks the digest's form).
-    chat.say(u, "CALLBACK +43123456789 +442071234567");
+    assert!(
+        chat.say(u, "CALLBACK +43123456789 +442071234567")
+            .is_empty()
+    );
     chat.expect(
         u,
         &[
@@ -654,7 +669,10 @@ async fn failures_failover_challenges_and_statistics() {
     );
 
     // An unknown provider named with `via`.
-    chat.say(u, "CALLBACK +442071234567 +41441234567 via PROXICOM NOSUCH");
+    assert!(
+        chat.say(u, "CALLBACK +442071234567 +41441234567 via PROXICOM NOSUCH")
+            .is_empty()
+    );
     chat.expect(
         u,
         &[
@@ -722,7 +740,10 @@ async fn states_isolation_and_far_end_hangups() {
             )]
         );
     }
-    chat.say(alice, "CALLBACK +442071234567 +4915112345678");
+    assert!(
+        chat.say(alice, "CALLBACK +442071234567 +4915112345678")
+            .is_empty()
+    );
     chat.expect(
         alice,
         &[
@@ -928,7 +949,10 @@ async fn credit_runs_out_mid_call() {
     // 1.2 per minute together: 1.4 lasts 70 s of both legs (a little more,
     // since the destination answers after the source).
     host.credit(u, "1.4").await;
-    chat.say(u, "CALLBACK +442071234567 +4915112345678");
+    assert!(
+        chat.say(u, "CALLBACK +442071234567 +4915112345678")
+            .is_empty()
+    );
     chat.expect(
         u,
         &[
@@ -1014,7 +1038,10 @@ async fn hot_swap_router_and_replies_while_calls_are_up() {
     let mut chat = host.chat();
     let u = "user@example.com";
     host.credit(u, "5").await;
-    chat.say(u, "CALLBACK +442071234567 +4915112345678");
+    assert!(
+        chat.say(u, "CALLBACK +442071234567 +4915112345678")
+            .is_empty()
+    );
     chat.expect(
         u,
         &[

@@ -28,10 +28,37 @@ pub fn scenario(name: &str) -> PathBuf {
     }
 }
 
+/// SIPp binds its own RTP ports (the `-mp` port and the one two above it)
+/// even when a scenario does not use them. Ports from the ephemeral range
+/// could be taken by then (by another test's sockets), so each SIPp gets
+/// its own block of four from 10000–19999, which nothing else here uses.
+fn media_block() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2500;
+    10_000 + n * 4
+}
+
 impl SippUas {
     /// Starts SIPp with `scenario`; call n's SDP names `media_ports[n]`
-    /// (SIPp's own media port when the list is empty).
+    /// (SIPp's own media port when the list is empty). A SIPp that exits at
+    /// once (a port taken after all) is started again on other ports.
     pub fn start(scenario_name: &str, media_ports: &[u16]) -> SippUas {
+        for _ in 0..5 {
+            let mut sipp = Self::spawn(scenario_name, media_ports);
+            std::thread::sleep(Duration::from_millis(150));
+            match sipp.child.try_wait() {
+                Ok(None) => return sipp,
+                _ => eprintln!(
+                    "sipp exited at once ({}); trying other ports",
+                    sipp.errors()
+                ),
+            }
+            let _ = sipp.child.wait();
+        }
+        panic!("sipp does not start");
+    }
+
+    fn spawn(scenario_name: &str, media_ports: &[u16]) -> SippUas {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = {
             let probe = UdpSocket::bind("127.0.0.1:0").expect("probe");
@@ -48,18 +75,13 @@ impl SippUas {
             std::fs::write(&inf, csv).expect("injection file");
             cmd.arg("-inf").arg(inf);
         }
-        // SIPp's own RTP port, for scenarios that do not inject one.
-        let media = {
-            let probe = UdpSocket::bind("127.0.0.1:0").expect("probe");
-            probe.local_addr().expect("addr").port()
-        };
         cmd.args([
             "-i",
             "127.0.0.1",
             "-p",
             &port.to_string(),
             "-mp",
-            &media.to_string(),
+            &media_block().to_string(),
             "-nostdin",
             "-trace_err",
         ])
@@ -72,7 +94,6 @@ impl SippUas {
                 "cannot start sipp ({e}); scripts/test.sh installs it (apt-get install sip-tester)"
             )
         });
-        std::thread::sleep(Duration::from_millis(150));
         SippUas {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),

@@ -721,6 +721,9 @@ impl SessionTask {
             .map(|s| s.billed_secs)
             .max()
             .unwrap_or(0);
+        // Off the live list before the owner hears it is over: a CALLBACK
+        // sent on reading "Call aborted" must find no session in the way.
+        self.services.finished(&self.owner, &self.id);
         self.services.tell(
             &self.owner,
             Event::SessionEnded(SessionEnded {
@@ -730,7 +733,6 @@ impl SessionTask {
             }),
         );
         let _ = self.services.media.destroy_conference(self.conference);
-        self.services.finished(&self.owner, &self.id);
         tracing::info!(?reason, cost = %cost, charged, "session ended");
     }
 }
