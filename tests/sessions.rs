@@ -864,7 +864,7 @@ async fn sip_and_gateway_legs() {
     let mut host = Host::start(
         &[Provider::new("PROXICOM", &phone, PROXICOM_RATES)],
         &[("gtalk", format!("sip:{{user}}@{}", gateway.addr))],
-        "",
+        "max_per_user = 2",
     )
     .await;
     let mut chat = host.chat();
@@ -888,11 +888,40 @@ async fn sip_and_gateway_legs() {
         chat.next(u).await,
         "Calling additional msn:carol@live.com failed: the msn network is not reachable from this service."
     );
-    chat.say(u, "HANGUP");
-    let ended = chat.next(u).await;
-    assert!(ended.ends_with("Reason = EndedByHangup"), "{ended}");
+    // This host allows two sessions per user: a second one runs alongside,
+    // a third is refused, and commands go to the newest.
+    let second = format!("CALLBACK sip:bob@{} gtalk:carol@gmail.com", direct.addr);
+    assert!(chat.say(u, &second).is_empty());
+    chat.expect(
+        u,
+        &[
+            &format!("Calling source: sip:bob@{}, cost = 0", direct.addr),
+            "Calling destination: gtalk:carol@gmail.com, cost = 0",
+            "Remote answered. Now talking. Cost = 0",
+        ],
+    )
+    .await;
+    assert_eq!(
+        chat.say(u, &second),
+        ["CALLBACK is not possible now: you already have a call in progress; HANGUP ends it."]
+    );
+    assert_eq!(host.service.manager.live(), 2);
+    chat.say(u, "LIST");
+    assert_eq!(
+        chat.next(u).await,
+        format!(
+            "List of connected legs:\nSource: sip:bob@{}\nDestination: gtalk:carol@gmail.com",
+            direct.addr
+        )
+    );
+    for left in [1, 0] {
+        chat.say(u, "HANGUP");
+        let ended = chat.next(u).await;
+        assert!(ended.ends_with("Reason = EndedByHangup"), "{ended}");
+        assert_eq!(host.service.manager.live(), left);
+    }
     let cdrs = host.cdrs(u).await;
-    assert_eq!(cdrs.len(), 2);
+    assert_eq!(cdrs.len(), 4);
     assert!(
         cdrs.iter()
             .all(|c| c.provider.is_none() && c.cost == Some(Micros::ZERO))
