@@ -314,6 +314,48 @@ fn block<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
 }
 
+/// The seed's setting over XMPP: a host with PROXICOM and PAKLINE (the
+/// seed's rates), Ruslan with 5 of credit, Prosody, the bot logged in, and
+/// Ruslan logged in with a real client and subscribed to the bot.
+struct SeedChat {
+    host: Host,
+    bot: String,
+    ruslan_jid: String,
+    ruslan: User,
+    _server: Prosody,
+    _xmpp: Arc<XmppBot>,
+}
+
+impl SeedChat {
+    async fn start(proxicom: &SippUas, pakline: &SippUas) -> SeedChat {
+        let mut host = Host::start(
+            &[
+                Provider::new("PROXICOM", proxicom, PROXICOM_RATES),
+                Provider::new("PAKLINE", pakline, PAKLINE_RATES),
+            ],
+            &[],
+            "",
+        )
+        .await;
+        let ruslan_jid = format!("ruslan@{DOMAIN}");
+        host.credit(&ruslan_jid, "5").await;
+        let server = Prosody::start(&[("switchboard", "bot-secret"), ("ruslan", "r")]);
+        let xmpp = host.xmpp(&server);
+        wait_online(&xmpp).await;
+        let bot = format!("switchboard@{DOMAIN}");
+        let mut ruslan = block(|| User::login(&server, "ruslan", "r"));
+        block(|| befriend(&mut ruslan, &bot));
+        SeedChat {
+            host,
+            bot,
+            ruslan_jid,
+            ruslan,
+            _server: server,
+            _xmpp: xmpp,
+        }
+    }
+}
+
 /// The seed's first transcript over XMPP: CALLBACK, then HANGUP, message
 /// by message; audio both ways; the charged time and cost as in the CDRs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,23 +366,9 @@ async fn seed_transcript_callback_then_hangup_over_xmpp() {
     );
     let proxicom = SippUas::start("answer.xml", &[you.port]);
     let pakline = SippUas::start("answer.xml", &[them.port]);
-    let mut host = Host::start(
-        &[
-            Provider::new("PROXICOM", &proxicom, PROXICOM_RATES),
-            Provider::new("PAKLINE", &pakline, PAKLINE_RATES),
-        ],
-        &[],
-        "",
-    )
-    .await;
-    let ruslan_jid = format!("ruslan@{DOMAIN}");
-    host.credit(&ruslan_jid, "5").await;
-    let server = Prosody::start(&[("switchboard", "bot-secret"), ("ruslan", "r")]);
-    let xmpp = host.xmpp(&server);
-    wait_online(&xmpp).await;
-    let bot = format!("switchboard@{DOMAIN}");
-    let mut ruslan = block(|| User::login(&server, "ruslan", "r"));
-    block(|| befriend(&mut ruslan, &bot));
+    let seed = SeedChat::start(&proxicom, &pakline).await;
+    let (host, bot, ruslan_jid) = (&seed.host, seed.bot.clone(), seed.ruslan_jid.clone());
+    let mut ruslan = seed.ruslan;
 
     block(|| {
         ruslan.say(&bot, "CALLBACK +442071234567 +4915112345678");
@@ -364,7 +392,7 @@ async fn seed_transcript_callback_then_hangup_over_xmpp() {
         format!("Call aborted!\nThank you!\nCharged time: {secs} secs. Reason = EndedByHangup")
     );
     assert!((3..=8).contains(&secs), "{secs}");
-    let cdrs = assert_billed(&host, &ruslan_jid, Micros(5_000_000), secs).await;
+    let cdrs = assert_billed(host, &ruslan_jid, Micros(5_000_000), secs).await;
     let legs: Vec<(&str, Option<&str>, Micros)> = cdrs
         .iter()
         .map(|c| (c.role.as_str(), c.provider.as_deref(), c.price_per_minute))
@@ -398,23 +426,9 @@ async fn seed_transcript_conference_over_xmpp() {
     let third = TonePeer::start(Law::Ulaw, 660.0);
     let proxicom = SippUas::start("answer.xml", &[you.port, third.port]);
     let pakline = SippUas::start("answer_late.xml", &[them.port]);
-    let mut host = Host::start(
-        &[
-            Provider::new("PROXICOM", &proxicom, PROXICOM_RATES),
-            Provider::new("PAKLINE", &pakline, PAKLINE_RATES),
-        ],
-        &[],
-        "",
-    )
-    .await;
-    let ruslan_jid = format!("ruslan@{DOMAIN}");
-    host.credit(&ruslan_jid, "5").await;
-    let server = Prosody::start(&[("switchboard", "bot-secret"), ("ruslan", "r")]);
-    let xmpp = host.xmpp(&server);
-    wait_online(&xmpp).await;
-    let bot = format!("switchboard@{DOMAIN}");
-    let mut ruslan = block(|| User::login(&server, "ruslan", "r"));
-    block(|| befriend(&mut ruslan, &bot));
+    let seed = SeedChat::start(&proxicom, &pakline).await;
+    let (host, bot, ruslan_jid) = (&seed.host, seed.bot.clone(), seed.ruslan_jid.clone());
+    let mut ruslan = seed.ruslan;
 
     block(|| {
         ruslan.say(&bot, "CALLBACK +442071234567 +4915112345678");
@@ -476,7 +490,7 @@ async fn seed_transcript_conference_over_xmpp() {
         ended,
         format!("Call aborted!\nThank you!\nCharged time: {secs} secs. Reason = EndedByHangup")
     );
-    let cdrs = assert_billed(&host, &ruslan_jid, Micros(5_000_000), secs).await;
+    let cdrs = assert_billed(host, &ruslan_jid, Micros(5_000_000), secs).await;
     let roles: Vec<&str> = cdrs.iter().map(|c| c.role.as_str()).collect();
     assert_eq!(roles, ["source", "destination", "additional"]);
 }
