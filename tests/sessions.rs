@@ -815,7 +815,8 @@ async fn states_isolation_and_far_end_hangups() {
     )
     .await;
     // DEL of an additional leg.
-    chat.say(alice, "ADD +4915112345679");
+    // ADD naming its provider.
+    chat.say(alice, "ADD +4915112345679 PAKLINE");
     chat.expect(
         alice,
         &[

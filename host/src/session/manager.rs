@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 use super::SessionConfig;
 use super::task::{Message, SessionTask, send_notice};
@@ -230,14 +231,18 @@ impl SessionManager {
             let n = live.values().map(Vec::len).sum();
             self.services.count.send_replace(n);
         }
-        self.runtime.spawn(SessionTask::run(
-            Arc::clone(&self.services),
-            id,
-            owner.to_string(),
-            args,
-            inbox,
-            messages,
-        ));
+        let span = tracing::info_span!("session", id = %id);
+        self.runtime.spawn(
+            SessionTask::run(
+                Arc::clone(&self.services),
+                id,
+                owner.to_string(),
+                args,
+                inbox,
+                messages,
+            )
+            .instrument(span),
+        );
         Vec::new()
     }
 

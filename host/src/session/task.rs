@@ -90,7 +90,8 @@ pub struct SessionTask {
 }
 
 impl SessionTask {
-    /// Runs a session for `args` until it ends; `inbox` feeds it.
+    /// Runs a session for `args` until it ends; `inbox` feeds it. The
+    /// caller gives it its tracing span (`session`, with the id).
     pub async fn run(
         services: Arc<Services>,
         id: String,
@@ -103,6 +104,7 @@ impl SessionTask {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(session = %id, error = %e, "cannot open a conference");
+                services.finished(&owner, &id);
                 services.tell(&owner, Event::Error(Error::CallsUnavailable));
                 return;
             }
@@ -130,8 +132,6 @@ impl SessionTask {
             balance,
             ended: None,
         };
-        let span = tracing::info_span!("session", id = %task.id);
-        let _enter = span.enter();
         tracing::info!(owner = %task.owner, "session started");
         task.perform(actions).await;
         while task.ended.is_none() {
