@@ -248,6 +248,26 @@ fn sip_call(
     })
 }
 
+/// What `run` and `demo` both start with: the plugin host (watching `dir`
+/// when given) and a multi-threaded runtime.
+fn service_base(
+    dir: Option<&std::path::Path>,
+) -> anyhow::Result<(
+    Arc<PluginHost>,
+    Option<switchboard::plugin::Watcher>,
+    tokio::runtime::Runtime,
+)> {
+    let host = Arc::new(PluginHost::new(Limits::default())?);
+    let watcher = match dir {
+        Some(dir) => Some(host.watch(dir)?),
+        None => None,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    Ok((host, watcher, runtime))
+}
+
 fn run_service(path: &std::path::Path, plugins: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let config = switchboard::config::Config::load(path)?;
     let Some(xmpp) = config.xmpp.clone() else {
@@ -256,15 +276,8 @@ fn run_service(path: &std::path::Path, plugins: Option<PathBuf>) -> anyhow::Resu
             path.display()
         );
     };
-    let host = Arc::new(PluginHost::new(Limits::default())?);
     let plugin_dir = plugins.or_else(|| config.plugins.dir.clone());
-    let _watcher = match &plugin_dir {
-        Some(dir) => Some(host.watch(dir)?),
-        None => None,
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let (host, _watcher, runtime) = service_base(plugin_dir.as_deref())?;
     runtime.block_on(async move {
         let mut service = Service::start(&config, Arc::clone(&host)).await?;
         let bot = switchboard::chat::Bot::new(
@@ -336,14 +349,7 @@ fn demo(
     use switchboard::billing::{Micros, unix_ms};
     use switchboard::demo::{DEMO_CREDIT, DemoNetwork, PROVIDERS, rate_sheet};
 
-    let host = Arc::new(PluginHost::new(Limits::default())?);
-    let _watcher = match &plugins {
-        Some(dir) => Some(host.watch(dir)?),
-        None => None,
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let (host, _watcher, runtime) = service_base(plugins.as_deref())?;
     runtime.block_on(async move {
         let network = DemoNetwork::start(std::time::Duration::from_millis(ring_ms)).await?;
         let config = network.config(database);

@@ -22,7 +22,7 @@ use crate::plugin::types::{
     InsufficientCredit, Leg, LegFailure, LegRole, ProviderStats, RouteRequest, SessionEnded,
     SipFailure,
 };
-use crate::sip::{AudioSdp, CallEvent, CallId, CallRequest, Codec, Party};
+use crate::sip::{AudioSdp, CallEvent, CallId, CallRequest, Codec};
 
 /// What reaches a session task.
 #[derive(Debug)]
@@ -231,9 +231,9 @@ impl SessionTask {
     ) -> Vec<Input> {
         let plan = match target::resolve(&leg, &self.services.config.gateways) {
             Ok(Target::Direct(uri)) => Plan::Direct(uri),
-            Ok(Target::Phone(number)) => match self.route(role, &leg, &number, provider) {
+            Ok(Target::Phone(number)) => match self.route(key, role, &leg, &number, provider) {
                 Ok(plan) => plan,
-                Err(input) => return vec![input(key)],
+                Err(input) => return vec![*input],
             },
             Err(TargetError::Unreachable(_)) => {
                 return vec![Input::Failed(key, LegFailure::NetworkUnreachable)];
@@ -280,19 +280,17 @@ impl SessionTask {
         self.dial(key).await
     }
 
-    /// The router's attempts for a phone leg, or the input that refuses it.
-    #[allow(clippy::type_complexity)]
+    /// The router's attempts for phone leg `key`, or the input that refuses it.
     fn route(
         &self,
+        key: LegKey,
         role: LegRole,
         leg: &Leg,
         number: &str,
         requested: Option<String>,
-    ) -> Result<Plan, Box<dyn FnOnce(LegKey) -> Input + Send>> {
+    ) -> Result<Plan, Box<Input>> {
         let billing = &self.services.billing;
-        let refused = |e: Error| -> Box<dyn FnOnce(LegKey) -> Input + Send> {
-            Box::new(move |key| Input::Refused(key, e))
-        };
+        let refused = |e: Error| Box::new(Input::Refused(key, e));
         let offers = match &requested {
             Some(p) => billing.offer(p, number).map(|o| vec![o]),
             None => billing.offers(number),
@@ -305,9 +303,7 @@ impl SessionTask {
             Err(BillingError::UnknownProvider { provider, .. }) => {
                 return Err(refused(Error::UnknownProvider(provider)));
             }
-            Err(_) => {
-                return Err(Box::new(|key| Input::Failed(key, LegFailure::NoRoute)));
-            }
+            Err(_) => return Err(Box::new(Input::Failed(key, LegFailure::NoRoute))),
         };
         let now_ms = unix_ms(SystemTime::now());
         let candidates = offers
@@ -348,7 +344,7 @@ impl SessionTask {
             }
         };
         if attempts.is_empty() {
-            return Err(Box::new(|key| Input::Failed(key, LegFailure::NoRoute)));
+            return Err(Box::new(Input::Failed(key, LegFailure::NoRoute)));
         }
         Ok(Plan::Routed {
             number: number.to_string(),
@@ -522,11 +518,9 @@ impl SessionTask {
                     _ => "EndedByParty",
                 };
                 self.settle(key, name, Some(200)).await;
-                match by {
-                    Party::Remote => vec![Input::HungUp(key)],
-                    // Our side ended it (a protocol failure): the party is gone all the same.
-                    Party::Local => vec![Input::HungUp(key)],
-                }
+                // Whoever ended it (the far end's BYE, or a protocol failure
+                // on our side), the party is gone.
+                vec![Input::HungUp(key)]
             }
         };
         for input in inputs {
