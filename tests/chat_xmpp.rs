@@ -16,20 +16,14 @@ use switchboard::chat::xmpp::{NOT_SUBSCRIBED, XmppBot, XmppConfig};
 use switchboard::chat::{Bot, Unwired};
 use switchboard::plugin::types::Event;
 use switchboard::plugin::{Limits, PluginHost};
-use xmpp_peers::{DOMAIN, Prosody, User, befriend};
+use xmpp_peers::{DOMAIN, Prosody, User, befriend, bot_config};
 
 const SECS: Duration = Duration::from_secs(15);
 
 fn start_bot(server: &Prosody, limit: RateLimit, max_chars: usize) -> XmppBot {
     let plugins = Arc::new(PluginHost::new(Limits::default()).expect("plugins"));
     let bot = Bot::new(plugins, Arc::new(Unwired), limit, max_chars);
-    let config = XmppConfig {
-        jid: format!("switchboard@{DOMAIN}"),
-        password: "bot-secret".into(),
-        server: Some(format!("127.0.0.1:{}", server.port)),
-        allow_plaintext: true,
-        ..XmppConfig::default()
-    };
+    let config = bot_config(server);
     XmppBot::start(config, bot).expect("bot starts")
 }
 

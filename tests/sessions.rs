@@ -22,14 +22,14 @@ use rtp_peer::{TonePeer, assert_hear_each_other, share};
 use sipp_peer::SippUas;
 use switchboard::billing::{AttemptOutcome, Cdr, Micros, Rate, unix_ms};
 use switchboard::chat::limit::RateLimit;
-use switchboard::chat::xmpp::{XmppBot, XmppConfig};
+use switchboard::chat::xmpp::XmppBot;
 use switchboard::chat::{Bot, Notice};
 use switchboard::config::Config;
 use switchboard::media::Law;
 use switchboard::plugin::{Limits, PluginHost, SlotName};
 use switchboard::service::Service;
 use tokio::sync::mpsc;
-use xmpp_peers::{DOMAIN, Prosody, User, befriend};
+use xmpp_peers::{DOMAIN, Prosody, User, befriend, bot_config};
 
 const SECS: Duration = Duration::from_secs(15);
 
@@ -188,13 +188,7 @@ impl Host {
             RateLimit::default(),
             2000,
         );
-        let config = XmppConfig {
-            jid: format!("switchboard@{DOMAIN}"),
-            password: "bot-secret".into(),
-            server: Some(format!("127.0.0.1:{}", server.port)),
-            allow_plaintext: true,
-            ..XmppConfig::default()
-        };
+        let config = bot_config(server);
         let xmpp = Arc::new(XmppBot::start(config, bot).expect("bot starts"));
         let (_, empty) = mpsc::unbounded_channel();
         let mut notices = std::mem::replace(&mut self.service.notices, empty);

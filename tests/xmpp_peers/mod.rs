@@ -353,3 +353,14 @@ pub fn befriend(user: &mut User, bot: &str) {
     }
     user.command(serde_json::json!({"approve": bot}));
 }
+
+/// The bot's account on `server` (`switchboard@localhost`, plaintext on loopback).
+pub fn bot_config(server: &Prosody) -> switchboard::chat::xmpp::XmppConfig {
+    switchboard::chat::xmpp::XmppConfig {
+        jid: format!("switchboard@{DOMAIN}"),
+        password: "bot-secret".into(),
+        server: Some(format!("127.0.0.1:{}", server.port)),
+        allow_plaintext: true,
+        ..Default::default()
+    }
+}

@@ -16,8 +16,10 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use crate::media::Law;
+use crate::media::jitter::FRAME_SAMPLES;
 use crate::media::rtp::RtpSender;
+use crate::media::tone::Player;
+use crate::media::{Law, Playback, Tone};
 use crate::sip::message::{self, Message, StartLine};
 use crate::sip::{AudioSdp, Codec};
 
@@ -331,28 +333,24 @@ async fn tone(socket: std::net::UdpSocket, to: SocketAddr, law: Law, hz: f32) {
     };
     let mut sender = RtpSender::new(rand::random(), rand::random(), rand::random());
     let mut every = tokio::time::interval(Duration::from_millis(20));
-    let (mut n, mut payload, mut packet) = (0u64, Vec::new(), Vec::new());
+    let mut player = Player::new(Playback::Tone(Tone::continuous(hz, 4000)));
+    let (mut frame, mut payload, mut packet) = ([0i16; FRAME_SAMPLES], Vec::new(), Vec::new());
+    let mut first = true;
     let mut buf = [0u8; 2048];
     loop {
         tokio::select! {
             _ = every.tick() => {}
             _ = socket.recv_from(&mut buf) => continue,
         }
-        let samples: Vec<i16> = (0..160u64)
-            .map(|i| {
-                let t = (n + i) as f32 / 8000.0;
-                ((2.0 * std::f32::consts::PI * hz * t).sin() * 4000.0) as i16
-            })
-            .collect();
-        n += 160;
+        player.next_frame(&mut frame);
         payload.clear();
-        law.encode(&samples, &mut payload);
+        law.encode(&frame, &mut payload);
         sender.write(
             Instant::now(),
             law.payload_type(),
-            n == 160,
+            std::mem::take(&mut first),
             &payload,
-            160,
+            FRAME_SAMPLES as u32,
             &mut packet,
         );
         let _ = socket.send_to(&packet, to).await;
