@@ -4,9 +4,10 @@
 # load real plugins, hostile ones included, run the `switchboard` binary,
 # place SIP calls to SIPp on loopback, mix real RTP on loopback with SIPp
 # streaming a tone into one conference, and bill calls on SQLite and on a
-# real PostgreSQL server), and a short smoke run of the benchmarks. Installs
-# SIPp (sip-tester), Prosody, slixmpp and PostgreSQL with apt-get when they
-# are missing.
+# real PostgreSQL server, use the web pages in a real headless Chromium),
+# and a short smoke run of the benchmarks. Installs SIPp (sip-tester),
+# Prosody, slixmpp, Chromium with ChromeDriver and PostgreSQL with apt-get
+# when they are missing.
 #
 # Works on a fresh machine: rust-toolchain.toml makes rustup install the
 # pinned toolchain and the wasm32-wasip2 target on first use, and
@@ -39,6 +40,15 @@ fi
 # The tests start their own Prosody on a free loopback port; a system one
 # started by the package is not needed.
 /usr/bin/python3 -c 'import slixmpp; print("slixmpp", slixmpp.__version__)'
+
+step "test peers: headless Chromium and ChromeDriver (Debian chromium, chromium-driver) for the web pages"
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ]; then as_root=(); else as_root=(sudo); fi
+    "${as_root[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+chromium --version
+chromedriver --version
 
 step "test peers: PostgreSQL (the billing tests use a schema of their own on it)"
 # SWITCHBOARD_TEST_POSTGRES names the server; by default the local one at

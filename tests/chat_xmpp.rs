@@ -195,16 +195,21 @@ async fn no_plaintext_login_unless_allowed() {
 
 /// The bot as shipped (`switchboard serve`), with STARTTLS as by default:
 /// it verifies the server's certificate (issued by a test CA, trusted
-/// through `SSL_CERT_FILE`), logs in over TLS and answers.
+/// through `SSL_CERT_FILE`), logs in over TLS and answers. Its `[web]`
+/// pages answer too, and their Invite button reaches the user through it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_logs_in_with_starttls_by_default() {
     let server = Prosody::start_with(&[("switchboard", "bot-secret"), ("bob", "b")], true);
     let config = server.dir().join("switchboard.toml");
+    let web = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
     std::fs::write(
         &config,
         format!(
             "[xmpp]\njid = \"switchboard@{DOMAIN}\"\npassword = \"bot-secret\"\nserver = \"127.0.0.1:{}\"\n\n\
-             [sip]\nudp = [\"127.0.0.1:0\"]\n\n[billing]\ndatabase = \"sqlite://{}/billing.db\"\n",
+             [sip]\nudp = [\"127.0.0.1:0\"]\n\n[billing]\ndatabase = \"sqlite://{}/billing.db\"\n\n\
+             [web]\nlisten = \"{web}\"\nadmin_token = \"a-long-enough-admin-token\"\n",
             server.port,
             server.dir().display()
         ),
@@ -238,6 +243,60 @@ async fn run_logs_in_with_starttls_by_default() {
         bob.say(&bot_jid, "HELP");
         assert_eq!(bob.next_message(&bot_jid, SECS), NOT_SUBSCRIBED);
     });
+    let (status, body) = http(
+        web,
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"database\":\"ok\""), "{body}");
+    let form = format!("address=bob%40{DOMAIN}");
+    let (status, body) = http(
+        web,
+        &format!(
+            "POST /invite HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+            form.len()
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Invitation sent to bob@localhost"), "{body}");
+    tokio::task::block_in_place(|| {
+        bob.expect(SECS, |v| v["subscribe"] == bot_jid.as_str());
+    });
+    let (status, _) = http(
+        web,
+        "GET /admin/api/sessions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 401);
     let _ = serve.kill();
     let _ = serve.wait();
+}
+
+/// One HTTP/1.1 exchange with `addr`: the status and the body.
+fn http(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + SECS;
+    let mut stream = loop {
+        match std::net::TcpStream::connect(addr) {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "web pages at {addr}: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    stream.set_read_timeout(Some(SECS)).expect("timeout");
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut raw = String::new();
+    let _ = stream.read_to_string(&mut raw);
+    let status = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }

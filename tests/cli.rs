@@ -113,8 +113,28 @@ impl Console {
 fn demo_reproduces_the_seed_transcripts() {
     let dir = tempfile::tempdir().expect("temp dir");
     let database = format!("sqlite://{}/demo.db", dir.path().display());
-    let mut demo = Console::start(&["demo", "--database", &database, "--ring-ms", "300"]);
-    demo.wait_for("Ctrl-D ends the demo.");
+    let mut demo = Console::start(&[
+        "demo",
+        "--database",
+        &database,
+        "--ring-ms",
+        "300",
+        "--web",
+        "127.0.0.1:0",
+    ]);
+    let banner = demo.wait_for("Ctrl-D ends the demo.");
+    let web: std::net::SocketAddr = banner
+        .split("Web pages on http://")
+        .nth(1)
+        .and_then(|t| t.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no web address in {banner}"));
+    let token = banner
+        .split("with token ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no admin token in {banner}"))
+        .to_string();
     demo.type_line("HELP");
     demo.wait_for("Commands:\nCALLBACK SourceLeg DestinationLeg");
     demo.type_line("DIAL +4420");
@@ -142,6 +162,33 @@ fn demo_reproduces_the_seed_transcripts() {
     demo.wait_for("Remote answered. Now talking. Cost = 0.02604\n");
     demo.type_line("LIST");
     demo.wait_for("List of connected legs:\nSource: phone:442071234567 Via: PROXICOM\nDestination: phone:4915112345678 Via: PAKLINE\n");
+    // The demo's web pages: the live call through the admin API, and a
+    // login code "sent" to the console user.
+    let (status, sessions) = http(
+        web,
+        &format!(
+            "GET /admin/api/sessions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert_eq!(status, 200, "{sessions}");
+    assert!(
+        sessions.contains("\"owner\":\"demo@localhost\"")
+            && sessions.contains(
+                "\"address\":\"phone:4915112345678\",\"provider\":\"PAKLINE\",\"state\":\"talking\""
+            ),
+        "{sessions}"
+    );
+    let form = "address=demo%40localhost";
+    let (status, page) = http(
+        web,
+        &format!(
+            "POST /account/code HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+            form.len()
+        ),
+    );
+    assert_eq!(status, 200, "{page}");
+    demo.wait_for("[to demo@localhost] Your Switchboard login code is ");
     demo.type_line("ADD +442071234568");
     demo.wait_for("Calling additional: phone:442071234568, cost = 0.014 via PROXICOM\n");
     demo.wait_for("Party answered. Now talking. Cost = 0.014\n");
@@ -567,4 +614,26 @@ fn billing_tools_import_rate_credit_and_list() {
         text.contains("balance          2.486 USD") && text.contains("spent today      0"),
         "{text}"
     );
+}
+
+/// One HTTP/1.1 exchange with `addr`: the status and the body.
+fn http(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr).expect("the demo's web pages");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(15)))
+        .expect("timeout");
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut raw = String::new();
+    let _ = stream.read_to_string(&mut raw);
+    let status = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }

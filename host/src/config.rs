@@ -1,10 +1,13 @@
 //! The TOML configuration file and its validation.
 //!
-//! Sections appear as the modules that own them land; today that is `[sip]`
-//! (listen addresses, timers, providers with their credentials), `[media]`
-//! (the RTP port range and jitter buffer bounds) and `[billing]` (the
-//! database, fraud controls, statistics window). Every key has a default, so
-//! an empty file is a valid configuration.
+//! Each section belongs to the module that reads it: `[xmpp]` (the bot's
+//! account), `[sip]` (listen addresses, timers, providers with their
+//! credentials and rate sheets), `[media]` (the RTP port range and jitter
+//! buffer bounds), `[billing]` (the database, fraud controls, statistics
+//! window), `[sessions]`, `[plugins]` and `[web]` (the pages and admin
+//! API). Every key has a default, so an empty file is a valid configuration
+//! (with no chat and no web pages); `switchboard.example.toml` shows all of
+//! them.
 //!
 //! ```toml
 //! [xmpp]
@@ -44,6 +47,10 @@
 //! transport = "udp"
 //! username = "switchboard"
 //! password = "secret"
+//!
+//! [web]
+//! listen = "127.0.0.1:8080"
+//! admin_token = "change-me-to-a-long-random-string"
 //! ```
 
 use std::collections::HashSet;
@@ -72,6 +79,8 @@ pub struct Config {
     pub sessions: crate::session::SessionConfig,
     /// Plugins: the directory watched for new versions.
     pub plugins: PluginsSection,
+    /// The web pages and admin API; none: no web front end.
+    pub web: Option<crate::web::WebConfig>,
 }
 
 /// The `[plugins]` section.
@@ -259,6 +268,11 @@ impl Config {
             return invalid(e);
         }
         if let Err(e) = self.sessions.validate() {
+            return invalid(e);
+        }
+        if let Some(web) = &self.web
+            && let Err(e) = web.validate()
+        {
             return invalid(e);
         }
         if let Some(x) = &self.xmpp {

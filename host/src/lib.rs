@@ -16,3 +16,4 @@ pub mod plugin;
 pub mod service;
 pub mod session;
 pub mod sip;
+pub mod web;

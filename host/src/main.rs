@@ -39,6 +39,16 @@ enum Top {
         /// How long the simulated far ends ring before they answer, in ms.
         #[arg(long, default_value_t = 1000)]
         ring_ms: u64,
+        /// Where the web pages are served (a free port is taken when this
+        /// one is busy).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        web: std::net::SocketAddr,
+        /// Serve no web pages.
+        #[arg(long)]
+        no_web: bool,
+        /// The admin token of the web pages (default: a random one, printed).
+        #[arg(long)]
+        admin_token: Option<String>,
     },
     /// The production service: the XMPP bot, providers, gateways, database,
     /// plugin directory and limits of one configuration file, until Ctrl-C.
@@ -153,7 +163,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             sender,
             database,
             ring_ms,
-        } => demo(plugins, &sender, &database, ring_ms),
+            web,
+            no_web,
+            admin_token,
+        } => demo(
+            plugins,
+            &sender,
+            &database,
+            ring_ms,
+            (!no_web).then_some(web),
+            admin_token,
+        ),
         Top::Plugin {
             command: PluginCommand::Check { slot, file },
         } => check(slot, &file),
@@ -287,7 +307,23 @@ fn run_service(path: &std::path::Path, plugins: Option<PathBuf>) -> anyhow::Resu
             xmpp.max_reply_chars,
         );
         let jid = xmpp.jid.clone();
-        let chat = switchboard::chat::xmpp::XmppBot::start(xmpp, bot)?;
+        let chat = Arc::new(switchboard::chat::xmpp::XmppBot::start(xmpp, bot)?);
+        let web = match &config.web {
+            Some(web) => {
+                let listener = switchboard::web::bind(web.listen).await?;
+                let addr = listener.local_addr()?;
+                let state = switchboard::web::WebState::new(
+                    web,
+                    service.manager.clone(),
+                    chat.clone(),
+                    jid.clone(),
+                );
+                let task = switchboard::web::spawn(listener, Arc::new(state));
+                println!("Web pages on http://{addr}/ (admin: http://{addr}/admin)");
+                Some(task)
+            }
+            None => None,
+        };
         let sip = service
             .sip
             .local_addrs()
@@ -335,6 +371,9 @@ fn run_service(path: &std::path::Path, plugins: Option<PathBuf>) -> anyhow::Resu
                 }
             }
         }
+        if let Some(web) = web {
+            web.abort();
+        }
         chat.stop();
         Ok(ExitCode::SUCCESS)
     })
@@ -345,6 +384,8 @@ fn demo(
     sender: &str,
     database: &str,
     ring_ms: u64,
+    web: Option<std::net::SocketAddr>,
+    admin_token: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     use switchboard::billing::{Micros, unix_ms};
     use switchboard::demo::{DEMO_CREDIT, DemoNetwork, PROVIDERS, rate_sheet};
@@ -394,6 +435,10 @@ fn demo(
         println!(
             "Try: CALLBACK +442071234567 +4915112345678   then LIST, ADD +442071234568, HANGUP."
         );
+        let _web = match web {
+            Some(addr) => Some(demo_web(addr, admin_token, &service).await?),
+            None => None,
+        };
         println!("HELP lists the commands; Ctrl-D ends the demo.");
         let mut bot = switchboard::chat::Bot::new(
             host,
@@ -420,6 +465,45 @@ fn demo(
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The demo's web pages: on `addr`, or a free port when it is busy.
+async fn demo_web(
+    addr: std::net::SocketAddr,
+    token: Option<String>,
+    service: &Service,
+) -> anyhow::Result<tokio::task::JoinHandle<Result<(), switchboard::web::WebError>>> {
+    let token = token.unwrap_or_else(|| {
+        let bytes: [u8; 12] = rand::random();
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    });
+    let config = switchboard::web::WebConfig {
+        listen: addr,
+        admin_token: token.clone(),
+        code_ttl_secs: 600,
+        max_upload_bytes: 16 << 20,
+    };
+    if let Err(e) = config.validate() {
+        bail!("--admin-token: {e}");
+    }
+    let listener = match switchboard::web::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            println!("({e}; taking a free port instead)");
+            switchboard::web::bind(std::net::SocketAddr::new(addr.ip(), 0)).await?
+        }
+    };
+    let bound = listener.local_addr()?;
+    let state = switchboard::web::WebState::new(
+        &config,
+        service.manager.clone(),
+        Arc::new(switchboard::chat::console::ConsoleMessenger),
+        "bot@switchboard.demo".into(),
+    );
+    println!(
+        "Web pages on http://{bound}/ ; admin at http://{bound}/admin with token {token} ; your login codes appear here."
+    );
+    Ok(switchboard::web::spawn(listener, Arc::new(state)))
 }
 
 fn read(file: &PathBuf) -> anyhow::Result<Vec<u8>> {

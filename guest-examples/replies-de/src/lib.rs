@@ -51,6 +51,7 @@ fn reason(reason: EndReason) -> &'static str {
         EndReason::SourceFailed => "SourceFailed",
         EndReason::DestinationFailed => "DestinationFailed",
         EndReason::Shutdown => "Shutdown",
+        EndReason::EndedByOperator => "EndedByOperator",
     }
 }
 

@@ -128,6 +128,7 @@ fn end_reason(reason: EndReason) -> &'static str {
         EndReason::SourceFailed => "SourceFailed",
         EndReason::DestinationFailed => "DestinationFailed",
         EndReason::Shutdown => "Shutdown",
+        EndReason::EndedByOperator => "EndedByOperator",
     }
 }
 

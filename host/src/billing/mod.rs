@@ -287,6 +287,12 @@ impl Billing {
         Ok(offers)
     }
 
+    /// Rates whose prefix starts `digits` or starts with it (the rates
+    /// page); see [`RateTable::search`]. No fraud checks: nothing is dialled.
+    pub fn search_rates(&self, digits: &str, limit: usize) -> Vec<Offer> {
+        self.rates.load().search(digits, limit)
+    }
+
     /// The named provider's offer for a phone number, after the fraud checks.
     pub fn offer(&self, provider: &str, number: &str) -> Result<Offer, BillingError> {
         self.policy.check(number)?;

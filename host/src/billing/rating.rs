@@ -149,6 +149,45 @@ impl RateTable {
         })
     }
 
+    /// Rates for the rates page: every (provider, prefix) whose prefix is a
+    /// start of `digits` (what a number starting so would pay) or starts
+    /// with it (more specific destinations), cheapest first within a
+    /// prefix, at most `limit`.
+    pub fn search(&self, digits: &str, limit: usize) -> Vec<Offer> {
+        let mut found: Vec<Offer> = self
+            .providers
+            .iter()
+            .flat_map(|p| {
+                p.by_prefix
+                    .iter()
+                    .filter(|(prefix, _)| {
+                        digits.starts_with(prefix.as_str()) || prefix.starts_with(digits)
+                    })
+                    .map(|(prefix, rate)| Offer {
+                        provider: p.name.clone(),
+                        prefix: prefix.clone(),
+                        rate: *rate,
+                    })
+            })
+            .collect();
+        found.sort_by(|a, b| {
+            (
+                a.prefix.len(),
+                &a.prefix,
+                a.rate.price_per_minute,
+                &a.provider,
+            )
+                .cmp(&(
+                    b.prefix.len(),
+                    &b.prefix,
+                    b.rate.price_per_minute,
+                    &b.provider,
+                ))
+        });
+        found.truncate(limit);
+        found
+    }
+
     /// How many (provider, prefix) rates the table holds.
     pub fn len(&self) -> usize {
         self.providers.iter().map(|p| p.by_prefix.len()).sum()

@@ -9,6 +9,22 @@ use tokio::sync::mpsc;
 use super::bot::Bot;
 use super::{ChatError, Notice};
 
+/// What the demo's web pages send users, printed on the console as if the
+/// bot had sent it (the demo has one user, at the keyboard).
+pub struct ConsoleMessenger;
+
+impl super::Messenger for ConsoleMessenger {
+    fn invite(&self, address: &str) -> Result<(), ChatError> {
+        println!("\n[the bot sends {address} a subscription request]");
+        Ok(())
+    }
+
+    fn send(&self, address: &str, text: &str) -> Result<(), ChatError> {
+        println!("\n[to {address}] {text}");
+        Ok(())
+    }
+}
+
 /// Reads messages from `input` until it ends and writes each reply to
 /// `output`, as the user `sender`. Blank lines are skipped.
 pub fn run(

@@ -26,6 +26,16 @@ pub struct Notice {
     pub event: Event,
 }
 
+/// How other parts of the host reach users outside their conversation
+/// with the bot: the invite page's subscription request and the account
+/// page's login codes.
+pub trait Messenger: Send + Sync {
+    /// Asks `address` to add the bot to their contacts.
+    fn invite(&self, address: &str) -> Result<(), ChatError>;
+    /// Sends `text` to `address` as it is.
+    fn send(&self, address: &str, text: &str) -> Result<(), ChatError>;
+}
+
 /// Errors of the chat front ends.
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {

@@ -81,7 +81,7 @@ pub struct XmppStats {
 /// The running bot: invite addresses, send later events, read its figures.
 pub struct XmppBot {
     invites: mpsc::UnboundedSender<BareJid>,
-    notices: mpsc::UnboundedSender<(BareJid, Event)>,
+    notices: mpsc::UnboundedSender<(BareJid, Outgoing)>,
     stats: Arc<XmppStats>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -144,7 +144,17 @@ impl XmppBot {
         let jid = BareJid::from_str(address)
             .map_err(|e| ChatError::Config(format!("{address:?} is not an XMPP address: {e}")))?;
         self.notices
-            .send((jid, event))
+            .send((jid, Outgoing::Event(event)))
+            .map_err(|_| ChatError::Config("the XMPP bot has stopped".into()))
+    }
+
+    /// Sends `text` to `address` as it is, not phrased by the replies plugin
+    /// (a web login code).
+    pub fn send_text(&self, address: &str, text: &str) -> Result<(), ChatError> {
+        let jid = BareJid::from_str(address)
+            .map_err(|e| ChatError::Config(format!("{address:?} is not an XMPP address: {e}")))?;
+        self.notices
+            .send((jid, Outgoing::Text(text.to_string())))
             .map_err(|_| ChatError::Config("the XMPP bot has stopped".into()))
     }
 
@@ -154,8 +164,27 @@ impl XmppBot {
     }
 
     /// Stops the bot.
-    pub fn stop(self) {
+    pub fn stop(&self) {
         self.task.abort();
+    }
+}
+
+/// A message for a user that is not a reply to theirs.
+#[derive(Debug)]
+enum Outgoing {
+    /// Session progress, phrased by the replies plugin.
+    Event(Event),
+    /// Text sent as it is.
+    Text(String),
+}
+
+impl super::Messenger for XmppBot {
+    fn invite(&self, address: &str) -> Result<(), ChatError> {
+        XmppBot::invite(self, address)
+    }
+
+    fn send(&self, address: &str, text: &str) -> Result<(), ChatError> {
+        self.send_text(address, text)
     }
 }
 
@@ -177,7 +206,7 @@ async fn run(
     mut bot: Bot,
     mut outbox: Outbox<Message>,
     mut invites: mpsc::UnboundedReceiver<BareJid>,
-    mut notices: mpsc::UnboundedReceiver<(BareJid, Event)>,
+    mut notices: mpsc::UnboundedReceiver<(BareJid, Outgoing)>,
     stats: Arc<XmppStats>,
 ) {
     let mut online = false;
@@ -258,10 +287,13 @@ async fn run(
             Some(to) = invites.recv() => {
                 out.push(Presence::new(PresenceType::Subscribe).with_to(to).into());
             }
-            Some((to, event)) = notices.recv() => {
-                match bot.phrase(&event) {
-                    Ok(texts) => out.extend(texts.into_iter().map(|t| Stanza::from(chat(to.clone().into(), t)))),
-                    Err(e) => tracing::error!(error = %e, "cannot phrase a notice"),
+            Some((to, outgoing)) = notices.recv() => {
+                match outgoing {
+                    Outgoing::Event(event) => match bot.phrase(&event) {
+                        Ok(texts) => out.extend(texts.into_iter().map(|t| Stanza::from(chat(to.clone().into(), t)))),
+                        Err(e) => tracing::error!(error = %e, "cannot phrase a notice"),
+                    },
+                    Outgoing::Text(text) => out.push(chat(to.into(), text).into()),
                 }
             }
         }

@@ -14,12 +14,14 @@ mod bindings;
 mod conformance;
 mod limits;
 mod sandbox;
+mod shadow;
 mod slot;
 mod validate;
 mod watch;
 mod world;
 
 pub use limits::Limits;
+pub use shadow::{Difference, PrefixFigures, ShadowStats};
 pub use slot::{SlotStats, VersionId};
 pub use watch::Watcher;
 
@@ -31,6 +33,7 @@ pub mod types {
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use sandbox::Runtime;
 use slot::Slot;
@@ -98,6 +101,9 @@ pub enum PluginError {
     /// A slot name that is not parser, router or replies.
     #[error("unknown plugin slot '{0}' (expected parser, router or replies)")]
     UnknownSlot(String),
+    /// Promotion was asked for but no shadow router runs.
+    #[error("no shadow router is loaded")]
+    NoShadow,
 }
 
 /// One of the three plugin slots.
@@ -227,6 +233,8 @@ pub struct PluginHost {
     parser: Slot<Parser>,
     router: Slot<Router>,
     replies: Slot<Replies>,
+    /// A candidate router answering beside the active one, if loaded.
+    shadow: arc_swap::ArcSwapOption<shadow::Shadow>,
 }
 
 /// The embedded default plugins, built from `guest-examples/` by `host/build.rs`.
@@ -248,6 +256,7 @@ impl PluginHost {
             parser,
             router,
             replies,
+            shadow: arc_swap::ArcSwapOption::empty(),
         })
     }
 
@@ -273,11 +282,49 @@ impl PluginHost {
     /// Ranks the providers for one leg with the router slot.
     pub fn route(&self, request: &RouteRequest) -> Result<Answer<Vec<Attempt>>, PluginError> {
         let limits = self.limits();
-        self.router.call(
+        let answer = self.router.call(
             &self.runtime,
             |bindings, store| bindings.call_route(store, request),
             |attempts| validate::attempts(attempts, request, limits),
-        )
+        )?;
+        if let Some(shadow) = self.shadow.load().as_ref() {
+            shadow.offer(request, &answer.value);
+        }
+        Ok(answer)
+    }
+
+    /// Runs `bytes` as a shadow router: from now on every routing request
+    /// is also given to it, on a thread and sandbox of its own, and where its
+    /// answer differs from the active router's is counted
+    /// ([`PluginHost::shadow_stats`]). Its answers never reach a call. It
+    /// replaces any earlier shadow; it must pass the router's checks.
+    pub fn load_shadow(&self, bytes: &[u8], origin: &str) -> Result<VersionId, PluginError> {
+        let shadow = shadow::Shadow::start(self.limits(), bytes, origin)?;
+        self.shadow.store(Some(Arc::new(shadow)));
+        tracing::info!(version = %VersionId::of(bytes), origin, "shadow router loaded");
+        Ok(VersionId::of(bytes))
+    }
+
+    /// Stops the shadow router; false when none ran.
+    pub fn clear_shadow(&self) -> bool {
+        self.shadow.swap(None).is_some()
+    }
+
+    /// The shadow router's figures, when one runs.
+    pub fn shadow_stats(&self) -> Option<ShadowStats> {
+        self.shadow.load().as_ref().map(|s| s.stats())
+    }
+
+    /// Makes the shadow router the active router (as an upload would) and
+    /// stops the shadow.
+    pub fn promote_shadow(&self) -> Result<VersionId, PluginError> {
+        let Some(shadow) = self.shadow.load_full() else {
+            return Err(PluginError::NoShadow);
+        };
+        let origin = format!("promoted shadow ({})", shadow.stats().origin);
+        let version = self.load(SlotName::Router, shadow.bytes(), &origin)?;
+        self.shadow.store(None);
+        Ok(version)
     }
 
     /// Asks the router slot whether to try the next provider after `failed`

@@ -136,14 +136,29 @@ impl<W: World> Slot<W> {
             )),
             other => other,
         })?;
+        Ok(Self::with(bytes, "embedded", pre))
+    }
+
+    /// A slot running `bytes` alone, with no other version to fall back to
+    /// (a shadow candidate); refused like any candidate that fails its checks.
+    pub(crate) fn single(
+        runtime: &Runtime,
+        bytes: &[u8],
+        origin: &str,
+    ) -> Result<Slot<W>, PluginError> {
+        let pre = Self::candidate(runtime, bytes)?;
+        Ok(Self::with(bytes, origin, pre))
+    }
+
+    fn with(bytes: &[u8], origin: &str, pre: W::Pre) -> Slot<W> {
         let embedded = Arc::new(Version {
             id: VersionId::of(bytes),
-            origin: "embedded".into(),
+            origin: origin.into(),
             pre,
             warm: WarmInstances::new(IDLE_PER_VERSION),
         });
-        tracing::debug!(slot = %W::SLOT, version = %embedded.id, "embedded default ready");
-        Ok(Slot {
+        tracing::debug!(slot = %W::SLOT, version = %embedded.id, "ready");
+        Slot {
             versions: ArcSwap::from_pointee(Versions {
                 active: embedded.clone(),
                 history: Vec::new(),
@@ -151,7 +166,7 @@ impl<W: World> Slot<W> {
             embedded,
             writer: Mutex::new(()),
             counters: Counters::default(),
-        })
+        }
     }
 
     /// Calls the active version; on failure the last known-good version,

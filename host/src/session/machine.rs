@@ -69,6 +69,8 @@ pub enum Input {
     CreditExhausted,
     /// The host is shutting down.
     Shutdown,
+    /// An operator ended the session.
+    EndedByOperator,
 }
 
 /// What the session task must do.
@@ -278,6 +280,7 @@ impl Session {
             Input::CreditWarning(secs) => vec![Action::Tell(Event::CreditWarning(secs))],
             Input::CreditExhausted => self.end(EndReason::CreditExhausted),
             Input::Shutdown => self.end(EndReason::Shutdown),
+            Input::EndedByOperator => self.end(EndReason::EndedByOperator),
         }
     }
 

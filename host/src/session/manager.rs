@@ -18,7 +18,7 @@ use crate::billing::{Billing, unix_ms};
 use crate::chat::Sessions;
 use crate::media::{EngineEvent, MediaEngine};
 use crate::plugin::PluginHost;
-use crate::plugin::types::{Balance, Command, Error, Event, Scheme, WrongState};
+use crate::plugin::types::{Balance, Command, EndReason, Error, Event, Scheme, WrongState};
 use crate::sip::SipService;
 
 pub use crate::chat::Notice;
@@ -39,10 +39,47 @@ pub struct Services {
     pub currency: String,
     /// Provider name → its SIP address, for request URIs.
     pub providers: HashMap<String, String>,
+    /// Counters for metrics.
+    pub counters: SessionCounters,
     notices: mpsc::UnboundedSender<Notice>,
     live: Mutex<HashMap<String, Vec<Live>>>,
     up: Mutex<HashMap<String, bool>>,
     count: watch::Sender<usize>,
+}
+
+/// What sessions have done since the host started (for `/metrics`).
+#[derive(Debug, Default)]
+pub struct SessionCounters {
+    /// Sessions started.
+    pub started: AtomicU64,
+    /// CALLBACKs refused before any leg was rung (policy, per-user limit).
+    pub refused: AtomicU64,
+    /// Sessions ended, by end reason (indexed like [`END_REASONS`]).
+    pub ended: [AtomicU64; END_REASONS.len()],
+    /// Call attempts dialled (every failover attempt counts).
+    pub attempts: AtomicU64,
+    /// Legs answered.
+    pub answered: AtomicU64,
+}
+
+/// Every end reason, in the order of [`SessionCounters::ended`].
+pub const END_REASONS: [EndReason; 8] = [
+    EndReason::EndedByHangup,
+    EndReason::EndedBySource,
+    EndReason::EndedByDestination,
+    EndReason::CreditExhausted,
+    EndReason::SourceFailed,
+    EndReason::DestinationFailed,
+    EndReason::Shutdown,
+    EndReason::EndedByOperator,
+];
+
+impl SessionCounters {
+    pub(super) fn ended(&self, reason: EndReason) {
+        if let Some(i) = END_REASONS.iter().position(|r| *r == reason) {
+            self.ended[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 struct Live {
@@ -70,6 +107,13 @@ impl Services {
     pub(super) fn provider_up(&self, name: &str) -> bool {
         let up = self.up.lock().unwrap_or_else(|e| e.into_inner());
         up.get(name).copied().unwrap_or(true)
+    }
+
+    /// What the last OPTIONS probe said of provider `name`: up, down, or
+    /// none when it is not probed (keepalive off) or not yet.
+    pub fn probed_up(&self, name: &str) -> Option<bool> {
+        let up = self.up.lock().unwrap_or_else(|e| e.into_inner());
+        up.get(name).copied()
     }
 
     pub(super) fn provider_address(&self, name: &str) -> String {
@@ -120,6 +164,7 @@ impl SessionManager {
                 .iter()
                 .map(|p| (p.name.clone(), p.address.to_string()))
                 .collect(),
+            counters: SessionCounters::default(),
             notices,
             live: Mutex::new(HashMap::new()),
             up: Mutex::new(HashMap::new()),
@@ -183,6 +228,48 @@ impl SessionManager {
         *self.count.borrow()
     }
 
+    /// Every live session with its legs, oldest first. A session busy for
+    /// more than a second (a stuck database) is listed without legs.
+    pub async fn sessions(&self) -> Vec<super::SessionView> {
+        let asked: Vec<_> = {
+            let live = self.services.live.lock().unwrap_or_else(|e| e.into_inner());
+            live.iter()
+                .flat_map(|(owner, sessions)| sessions.iter().map(move |s| (owner, s)))
+                .map(|(owner, s)| {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let _ = s.inbox.send(Message::Describe(tx));
+                    (owner.clone(), s.id.clone(), rx)
+                })
+                .collect()
+        };
+        let mut views = Vec::with_capacity(asked.len());
+        for (owner, id, rx) in asked {
+            match tokio::time::timeout(Duration::from_secs(1), rx).await {
+                Ok(Ok(view)) => views.push(view),
+                // Ended meanwhile.
+                Ok(Err(_)) => {}
+                Err(_) => views.push(super::SessionView {
+                    started_ms: started_ms(&id),
+                    id,
+                    owner,
+                    legs: Vec::new(),
+                }),
+            }
+        }
+        views.sort_by(|a, b| (a.started_ms, &a.id).cmp(&(b.started_ms, &b.id)));
+        views
+    }
+
+    /// Ends session `id` (reason `EndedByOperator`); false when no such
+    /// session is live.
+    pub fn end(&self, id: &str) -> bool {
+        let live = self.services.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.values()
+            .flatten()
+            .find(|s| s.id == id)
+            .is_some_and(|s| s.inbox.send(Message::EndByOperator).is_ok())
+    }
+
     /// Ends every session (reason `Shutdown`), waiting at most `grace` for
     /// them to settle.
     pub async fn shutdown(&self, grace: Duration) {
@@ -205,6 +292,10 @@ impl SessionManager {
             if leg.scheme == Scheme::Phone
                 && self.services.billing.policy().check(&leg.address).is_err()
             {
+                self.services
+                    .counters
+                    .refused
+                    .fetch_add(1, Ordering::Relaxed);
                 return vec![Event::Error(Error::NumberRefused(leg.clone()))];
             }
         }
@@ -219,6 +310,10 @@ impl SessionManager {
             let mut live = self.services.live.lock().unwrap_or_else(|e| e.into_inner());
             let mine = live.entry(owner.to_string()).or_default();
             if mine.len() >= self.services.config.max_per_user as usize {
+                self.services
+                    .counters
+                    .refused
+                    .fetch_add(1, Ordering::Relaxed);
                 return vec![wrong(
                     "CALLBACK",
                     "you already have a call in progress; HANGUP ends it",
@@ -231,6 +326,10 @@ impl SessionManager {
             let n = live.values().map(Vec::len).sum();
             self.services.count.send_replace(n);
         }
+        self.services
+            .counters
+            .started
+            .fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!("session", id = %id);
         self.runtime.spawn(
             SessionTask::run(
@@ -267,6 +366,14 @@ impl SessionManager {
             services.tell(&owner, event);
         });
     }
+}
+
+/// The start time in a session id (`host-ms-n`).
+fn started_ms(id: &str) -> i64 {
+    id.rsplit('-')
+        .nth(1)
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(0)
 }
 
 fn wrong(command: &str, state: &str) -> Event {

@@ -17,7 +17,35 @@ pub mod task;
 use std::collections::BTreeMap;
 
 pub use machine::{Action, Input, LegKey, Phase, Session};
-pub use manager::{Notice, Services, SessionManager};
+pub use manager::{END_REASONS, Notice, Services, SessionCounters, SessionManager};
+
+/// A live session as operators see it (the admin page and API).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SessionView {
+    /// The session id (CDRs carry it).
+    pub id: String,
+    /// The owner's chat address.
+    pub owner: String,
+    /// When it started, ms since the Unix epoch.
+    pub started_ms: i64,
+    /// Its legs, in the order they were dialled.
+    pub legs: Vec<LegView>,
+}
+
+/// One leg of a [`SessionView`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LegView {
+    /// `source`, `destination` or `additional`.
+    pub role: &'static str,
+    /// Where it goes, as LIST writes it (`phone:442071234567`).
+    pub address: String,
+    /// The provider of the current attempt; none for free legs.
+    pub provider: Option<String>,
+    /// `ringing`, `talking` or `ended`.
+    pub state: &'static str,
+    /// Seconds since it answered, while talking.
+    pub talking_secs: Option<u64>,
+}
 
 /// The `[sessions]` section: limits and gateways.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

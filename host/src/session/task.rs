@@ -40,6 +40,10 @@ pub enum Message {
     },
     /// End the session (the host is stopping).
     Shutdown,
+    /// End the session (an operator asked).
+    EndByOperator,
+    /// Describe the session's legs.
+    Describe(tokio::sync::oneshot::Sender<super::SessionView>),
 }
 
 /// How a leg is being reached.
@@ -87,6 +91,9 @@ pub struct SessionTask {
     inbox: mpsc::UnboundedSender<Message>,
     balance: Micros,
     ended: Option<EndReason>,
+    started_ms: i64,
+    /// Legs in the order they were dialled, for [`SessionTask::view`].
+    order: Vec<LegKey>,
 }
 
 impl SessionTask {
@@ -131,6 +138,8 @@ impl SessionTask {
             inbox,
             balance,
             ended: None,
+            started_ms: unix_ms(SystemTime::now()),
+            order: Vec::new(),
         };
         tracing::info!(owner = %task.owner, "session started");
         task.perform(actions).await;
@@ -150,12 +159,49 @@ impl SessionTask {
             match message {
                 Message::Command(c) => task.feed(Input::Command(c)).await,
                 Message::Shutdown => task.feed(Input::Shutdown).await,
+                Message::EndByOperator => task.feed(Input::EndedByOperator).await,
+                Message::Describe(reply) => {
+                    let _ = reply.send(task.view());
+                }
                 Message::Call {
                     key,
                     attempt,
                     event,
                 } => task.call_event(key, attempt, event).await,
             }
+        }
+    }
+
+    /// The session as operators see it.
+    fn view(&self) -> super::SessionView {
+        let legs = self
+            .order
+            .iter()
+            .filter_map(|k| self.legs.get(k))
+            .map(|l| super::LegView {
+                role: match l.role {
+                    LegRole::Source => "source",
+                    LegRole::Destination => "destination",
+                    LegRole::Additional => "additional",
+                },
+                address: format!("{}:{}", target::scheme_name(&l.leg.scheme), l.leg.address),
+                provider: l.provider.clone(),
+                state: match (l.answered, l.in_mix, l.call.is_some()) {
+                    (Some(_), true, _) => "talking",
+                    (None, true, true) => "ringing",
+                    _ => "ended",
+                },
+                talking_secs: l
+                    .answered
+                    .filter(|_| l.in_mix)
+                    .map(|at| at.elapsed().as_secs()),
+            })
+            .collect();
+        super::SessionView {
+            id: self.id.clone(),
+            owner: self.owner.clone(),
+            started_ms: self.started_ms,
+            legs,
         }
     }
 
@@ -259,6 +305,7 @@ impl SessionTask {
                 return vec![Input::Refused(key, Error::CallsUnavailable)];
             }
         };
+        self.order.push(key);
         self.legs.insert(
             key,
             LegRun {
@@ -443,6 +490,10 @@ impl SessionTask {
             provider,
             price: rate.price_per_minute.0,
         };
+        self.services
+            .counters
+            .attempts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match self.services.sip.place_call(request).await {
             Ok(placed) => {
                 l.call = Some(placed.id);
@@ -551,6 +602,10 @@ impl SessionTask {
         };
         let now = Instant::now();
         l.answered = Some(now);
+        self.services
+            .counters
+            .answered
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if l.ringing_ms.is_none() {
             l.ringing_ms = Some(millis(l.dialled.elapsed()));
         }
@@ -718,6 +773,7 @@ impl SessionTask {
         // Off the live list before the owner hears it is over: a CALLBACK
         // sent on reading "Call aborted" must find no session in the way.
         self.services.finished(&self.owner, &self.id);
+        self.services.counters.ended(reason);
         self.services.tell(
             &self.owner,
             Event::SessionEnded(SessionEnded {
@@ -774,6 +830,7 @@ pub fn end_reason_name(reason: EndReason) -> &'static str {
         EndReason::SourceFailed => "SourceFailed",
         EndReason::DestinationFailed => "DestinationFailed",
         EndReason::Shutdown => "Shutdown",
+        EndReason::EndedByOperator => "EndedByOperator",
     }
 }
 
