@@ -56,6 +56,7 @@ struct Host {
     service: Service,
     plugins: Arc<PluginHost>,
     web: SocketAddr,
+    _sink: std::net::UdpSocket,
     _dir: tempfile::TempDir,
     _far_ends: Vec<SippUas>,
 }
@@ -77,8 +78,12 @@ impl Host {
             dir.path().display()
         );
         let mut far_ends = Vec::new();
+        // The far ends' audio goes to a socket nobody reads: these tests
+        // are about the pages, tests/sessions.rs about the audio.
+        let sink = std::net::UdpSocket::bind("127.0.0.1:0").expect("RTP sink");
+        let sink_port = sink.local_addr().expect("sink address").port();
         for (name, rates) in PROVIDERS {
-            let far = SippUas::start("answer.xml", &[]);
+            let far = SippUas::start("answer.xml", &[sink_port; 50]);
             let sheet = dir.path().join(format!("{name}.csv"));
             let mut csv = String::from("provider,prefix,price_per_minute\n");
             for (prefix, price) in *rates {
@@ -133,6 +138,7 @@ impl Host {
             service,
             plugins,
             web,
+            _sink: sink,
             _dir: dir,
             _far_ends: far_ends,
         }
@@ -207,7 +213,7 @@ impl Browser {
                 "args": [
                     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                     "--disable-quic", "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync", "--window-size=1280,1600",
+                    "--disable-component-update", "--disable-sync", "--window-size=1280,2000",
                     format!("--user-data-dir={}", profile.path().display()),
                 ],
             }),

@@ -716,6 +716,34 @@ async fn dashboard_page(state: &WebState, flash: Option<&Flash>) -> Response {
     let body = html! {
         form.inline method="post" action="/admin/logout" { button #admin-logout type="submit" { "Log out" } }
         p.muted { "Up " (state.started.elapsed().as_secs()) " s. JSON API under " code { "/admin/api" } " with " code { "Authorization: Bearer <token>" } "; " a href="/metrics" { "metrics" } ", " a href="/health" { "health" } "." }
+        section #sessions {
+            h2 { "Live sessions (" (sessions.len()) ")" }
+            @if sessions.is_empty() {
+                p #no-sessions { "No calls in progress." }
+            } @else {
+                table {
+                    tr { th { "Session" } th { "Owner" } th { "Started" } th { "Legs" } th {} }
+                    @for s in &sessions { (session_row(s)) }
+                }
+            }
+        }
+        section #providers {
+            h2 { "Providers" }
+            table {
+                tr { th { "Name" } th { "Address" } th { "Status" } th { "Attempts" } th { "ASR" } th { "ACD" } th { "PDD" } }
+                @for p in providers(state) {
+                    tr id={ "provider-" (p.name) } {
+                        td { (p.name) }
+                        td { (p.address) }
+                        td.status { @match p.up { Some(true) => "up", Some(false) => "down", None => "not probed" } }
+                        td.attempts { (p.attempts) " (" (p.answered) " answered)" }
+                        td.asr { @match p.asr_bp { Some(bp) => { (bp / 100) "." (format!("{:02}", bp % 100)) " %" }, None => "—" } }
+                        td.acd { @match p.acd_secs { Some(s) => { (s) " s" }, None => "—" } }
+                        td.pdd { @match p.pdd_ms { Some(ms) => { (ms) " ms" }, None => "—" } }
+                    }
+                }
+            }
+        }
         section #plugins {
             h2 { "Plugins" }
             table {
@@ -767,34 +795,6 @@ async fn dashboard_page(state: &WebState, flash: Option<&Flash>) -> Response {
                 form.inline method="post" action="/admin/shadow/promote" { button #shadow-promote type="submit" { "Promote to active router" } }
                 " "
                 form.inline method="post" action="/admin/shadow/stop" { button #shadow-stop type="submit" { "Stop shadow" } }
-            }
-        }
-        section #sessions {
-            h2 { "Live sessions (" (sessions.len()) ")" }
-            @if sessions.is_empty() {
-                p #no-sessions { "No calls in progress." }
-            } @else {
-                table {
-                    tr { th { "Session" } th { "Owner" } th { "Started" } th { "Legs" } th {} }
-                    @for s in &sessions { (session_row(s)) }
-                }
-            }
-        }
-        section #providers {
-            h2 { "Providers" }
-            table {
-                tr { th { "Name" } th { "Address" } th { "Status" } th { "Attempts" } th { "ASR" } th { "ACD" } th { "PDD" } }
-                @for p in providers(state) {
-                    tr id={ "provider-" (p.name) } {
-                        td { (p.name) }
-                        td { (p.address) }
-                        td.status { @match p.up { Some(true) => "up", Some(false) => "down", None => "not probed" } }
-                        td.attempts { (p.attempts) " (" (p.answered) " answered)" }
-                        td.asr { @match p.asr_bp { Some(bp) => { (bp / 100) "." (format!("{:02}", bp % 100)) " %" }, None => "—" } }
-                        td.acd { @match p.acd_secs { Some(s) => { (s) " s" }, None => "—" } }
-                        td.pdd { @match p.pdd_ms { Some(ms) => { (ms) " ms" }, None => "—" } }
-                    }
-                }
             }
         }
         section #credit {

@@ -5,7 +5,7 @@ use axum::response::{Html, IntoResponse, Response};
 use maud::{DOCTYPE, Markup, html};
 
 const STYLE: &str = "
-body{font-family:system-ui,sans-serif;max-width:60rem;margin:0 auto;padding:1rem 1.5rem;color:#1b1f24;line-height:1.45}
+body{font-family:system-ui,sans-serif;max-width:72rem;margin:0 auto;padding:1rem 1.5rem;color:#1b1f24;line-height:1.45}
 header{display:flex;gap:1.2rem;align-items:baseline;border-bottom:1px solid #d0d7de;padding-bottom:.5rem;margin-bottom:1rem}
 header strong{font-size:1.3rem}
 nav a{margin-right:1rem}
