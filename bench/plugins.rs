@@ -211,6 +211,20 @@ fn main() {
         latency(&format!("replies.render ({mode})"), n, || {
             host.render(&event).map(|a| a.fell_back)
         });
+        // The same routing calls with a shadow router comparing each one
+        // on its own thread: what the active path pays for it.
+        host.load_shadow(&guest("router_least_cost"), "bench")
+            .expect("shadow router");
+        latency(&format!("route+shadow ({mode})"), n, || {
+            host.route(&request).map(|a| a.fell_back)
+        });
+        if let Some(s) = host.shadow_stats() {
+            println!(
+                "  shadow: {} requests, {} compared, {} skipped (queue full), {} failed",
+                s.requests, s.compared, s.skipped, s.failed
+            );
+        }
+        host.clear_shadow();
     }
 
     reload_latency(if quick { 4 } else { 20 });

@@ -833,6 +833,13 @@ async fn api_and_bad_input() {
     )
     .await;
     assert_eq!(status, 200);
+    let (status, body) = http(
+        addr,
+        &request("POST", "/invite", &[FORM], b"address=carol%40example.org"),
+    )
+    .await;
+    assert_eq!(status, 429, "one invitation per address per minute: {body}");
+    assert!(body.contains("moments ago"), "{body}");
     // Codes go only to accounts that exist, with the same answer for both.
     let (s1, b1) = http(
         addr,
@@ -853,7 +860,7 @@ async fn api_and_bad_input() {
         &request("POST", "/account/code", &[FORM], b"address=a%40b.c"),
     )
     .await;
-    assert_eq!(status, 422);
+    assert_eq!(status, 429);
     assert!(body.contains("less than 30 seconds ago"), "{body}");
     let (status, body) = http(
         addr,

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{Form, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use maud::{Markup, html};
@@ -90,11 +90,10 @@ async fn send_code(State(state): State<Arc<WebState>>, Form(form): Form<LoginFor
                 }
             }
             Err(e) => {
-                return login_page(
-                    Some(&Flash::Error(format!("{}.", capitalised(&e.to_string())))),
-                    address,
-                    true,
-                );
+                let flash = Flash::Error(format!("{}.", capitalised(&e.to_string())));
+                let mut response = login_page(Some(&flash), address, true);
+                *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+                return response;
             }
         }
     }

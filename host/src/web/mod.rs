@@ -26,6 +26,7 @@ use axum::http::{HeaderMap, header};
 use sha2::{Digest, Sha256};
 
 use crate::chat::Messenger;
+use crate::chat::limit::{RateLimit, RateLimiter, Verdict};
 use crate::session::SessionManager;
 
 /// The `[web]` section: where the pages are served and the admin token.
@@ -100,6 +101,8 @@ pub struct WebState {
     pub bot_address: String,
     /// Login codes and web sessions.
     pub logins: Mutex<login::Logins>,
+    /// Invitations: one per address per minute, and 60 a minute in all.
+    invites: Mutex<(RateLimiter, RateLimiter)>,
     admin_digest: [u8; 32],
     max_upload_bytes: usize,
     started: Instant,
@@ -120,6 +123,16 @@ impl WebState {
             logins: Mutex::new(login::Logins::new(std::time::Duration::from_secs(
                 config.code_ttl_secs,
             ))),
+            invites: Mutex::new((
+                RateLimiter::new(RateLimit {
+                    burst: 1,
+                    per_minute: 1,
+                }),
+                RateLimiter::new(RateLimit {
+                    burst: 30,
+                    per_minute: 60,
+                }),
+            )),
             admin_digest: Sha256::digest(config.admin_token.as_bytes()).into(),
             max_upload_bytes: config.max_upload_bytes,
             started: Instant::now(),
@@ -135,6 +148,15 @@ impl WebState {
             .zip(self.admin_digest.iter())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
+    }
+
+    /// Whether an invitation to `address` may go out now: false when one
+    /// went to it in the last minute, or too many went out in all.
+    pub fn may_invite(&self, address: &str, now: Instant) -> bool {
+        let mut limits = self.invites.lock().unwrap_or_else(|e| e.into_inner());
+        let (each, all) = &mut *limits;
+        matches!(each.check(now, address), Verdict::Allowed)
+            && matches!(all.check(now, "*"), Verdict::Allowed)
     }
 
     fn logins(&self) -> std::sync::MutexGuard<'_, login::Logins> {

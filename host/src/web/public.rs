@@ -43,6 +43,14 @@ async fn invite(State(state): State<Arc<WebState>>, Form(form): Form<InviteForm>
         Ok(jid) => jid,
         Err(why) => return landing_page(&state, Some(&Flash::Error(why)), &form.address),
     };
+    if !state.may_invite(jid.as_str(), std::time::Instant::now()) {
+        let flash = Flash::Error(format!(
+            "An invitation went to {jid} moments ago (or too many went out at once); check your messenger, or try again in a minute."
+        ));
+        let mut response = landing_page(&state, Some(&flash), jid.as_str());
+        *response.status_mut() = axum::http::StatusCode::TOO_MANY_REQUESTS;
+        return response;
+    }
     let flash = match state.messenger.invite(jid.as_str()) {
         Ok(()) => Flash::Ok(format!(
             "Invitation sent to {jid}. Accept it in your messenger, then send HELP to {}.",
