@@ -5,6 +5,7 @@
 //! middle (the bot reconnects, delivers what it phrased while offline, and
 //! answers again).
 
+mod common;
 mod xmpp_peers;
 
 use std::sync::Arc;
@@ -243,14 +244,14 @@ async fn run_logs_in_with_starttls_by_default() {
         bob.say(&bot_jid, "HELP");
         assert_eq!(bob.next_message(&bot_jid, SECS), NOT_SUBSCRIBED);
     });
-    let (status, body) = http(
+    let (status, body) = common::http_text(
         web,
         "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"database\":\"ok\""), "{body}");
     let form = format!("address=bob%40{DOMAIN}");
-    let (status, body) = http(
+    let (status, body) = common::http_text(
         web,
         &format!(
             "POST /invite HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
@@ -263,40 +264,11 @@ async fn run_logs_in_with_starttls_by_default() {
     tokio::task::block_in_place(|| {
         bob.expect(SECS, |v| v["subscribe"] == bot_jid.as_str());
     });
-    let (status, _) = http(
+    let (status, _) = common::http_text(
         web,
         "GET /admin/api/sessions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(status, 401);
     let _ = serve.kill();
     let _ = serve.wait();
-}
-
-/// One HTTP/1.1 exchange with `addr`: the status and the body.
-fn http(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let deadline = Instant::now() + SECS;
-    let mut stream = loop {
-        match std::net::TcpStream::connect(addr) {
-            Ok(s) => break s,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "web pages at {addr}: {e}");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    };
-    stream.set_read_timeout(Some(SECS)).expect("timeout");
-    stream.write_all(request.as_bytes()).expect("write");
-    let mut raw = String::new();
-    let _ = stream.read_to_string(&mut raw);
-    let status = raw
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }

@@ -164,7 +164,7 @@ fn demo_reproduces_the_seed_transcripts() {
     demo.wait_for("List of connected legs:\nSource: phone:442071234567 Via: PROXICOM\nDestination: phone:4915112345678 Via: PAKLINE\n");
     // The demo's web pages: the live call through the admin API, and a
     // login code "sent" to the console user.
-    let (status, sessions) = http(
+    let (status, sessions) = common::http_text(
         web,
         &format!(
             "GET /admin/api/sessions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
@@ -179,7 +179,7 @@ fn demo_reproduces_the_seed_transcripts() {
         "{sessions}"
     );
     let form = "address=demo%40localhost";
-    let (status, page) = http(
+    let (status, page) = common::http_text(
         web,
         &format!(
             "POST /account/code HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
@@ -614,26 +614,4 @@ fn billing_tools_import_rate_credit_and_list() {
         text.contains("balance          2.486 USD") && text.contains("spent today      0"),
         "{text}"
     );
-}
-
-/// One HTTP/1.1 exchange with `addr`: the status and the body.
-fn http(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
-    use std::io::Read;
-    let mut stream = std::net::TcpStream::connect(addr).expect("the demo's web pages");
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(15)))
-        .expect("timeout");
-    stream.write_all(request.as_bytes()).expect("write");
-    let mut raw = String::new();
-    let _ = stream.read_to_string(&mut raw);
-    let status = raw
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }

@@ -29,7 +29,7 @@ use switchboard::media::Law;
 use switchboard::plugin::{Limits, PluginHost, SlotName};
 use switchboard::service::Service;
 use tokio::sync::mpsc;
-use xmpp_peers::{DOMAIN, Prosody, User, befriend, bot_config};
+use xmpp_peers::{DOMAIN, Prosody, User, befriend};
 
 const SECS: Duration = Duration::from_secs(15);
 
@@ -182,23 +182,7 @@ impl Host {
     /// The XMPP bot logged in to `server`, with session notices forwarded
     /// to it (as `switchboard run` does).
     fn xmpp(&mut self, server: &Prosody) -> Arc<XmppBot> {
-        let bot = Bot::new(
-            Arc::clone(&self.plugins),
-            self.service.manager.clone(),
-            RateLimit::default(),
-            2000,
-        );
-        let config = bot_config(server);
-        let xmpp = Arc::new(XmppBot::start(config, bot).expect("bot starts"));
-        let (_, empty) = mpsc::unbounded_channel();
-        let mut notices = std::mem::replace(&mut self.service.notices, empty);
-        let forward = Arc::clone(&xmpp);
-        tokio::spawn(async move {
-            while let Some(n) = notices.recv().await {
-                let _ = forward.notify(&n.to, n.event);
-            }
-        });
-        xmpp
+        xmpp_peers::serve_bot(server, &mut self.service, &self.plugins)
     }
 }
 

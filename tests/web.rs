@@ -14,6 +14,7 @@
 //! with and without the token, and malformed or hostile requests, after
 //! which the host still answers.
 
+mod common;
 mod sipp_peer;
 mod xmpp_peers;
 
@@ -26,15 +27,12 @@ use std::time::{Duration, Instant, SystemTime};
 use fantoccini::{Client, ClientBuilder, Locator};
 use sipp_peer::SippUas;
 use switchboard::billing::{AttemptOutcome, Micros, unix_ms};
-use switchboard::chat::limit::RateLimit;
-use switchboard::chat::xmpp::XmppBot;
-use switchboard::chat::{Bot, ChatError, Messenger};
+use switchboard::chat::{ChatError, Messenger};
 use switchboard::config::Config;
 use switchboard::plugin::{Limits, PluginHost, SlotName};
 use switchboard::service::Service;
 use switchboard::web::{WebConfig, WebState};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use xmpp_peers::{DOMAIN, Prosody, User, bot_config};
+use xmpp_peers::{DOMAIN, Prosody, User, serve_bot};
 
 const TOKEN: &str = "test-admin-token-0123456789";
 const SECS: Duration = Duration::from_secs(15);
@@ -159,26 +157,6 @@ impl Host {
     }
 }
 
-/// The XMPP bot in front of `service`, with session notices forwarded.
-fn xmpp_bot(server: &Prosody, service: &mut Service, plugins: &Arc<PluginHost>) -> Arc<XmppBot> {
-    let bot = Bot::new(
-        Arc::clone(plugins),
-        service.manager.clone(),
-        RateLimit::default(),
-        2000,
-    );
-    let xmpp = Arc::new(XmppBot::start(bot_config(server), bot).expect("bot starts"));
-    let (_, empty) = tokio::sync::mpsc::unbounded_channel();
-    let mut notices = std::mem::replace(&mut service.notices, empty);
-    let forward = Arc::clone(&xmpp);
-    tokio::spawn(async move {
-        while let Some(n) = notices.recv().await {
-            let _ = forward.notify(&n.to, n.event);
-        }
-    });
-    xmpp
-}
-
 fn block<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
 }
@@ -219,7 +197,8 @@ impl Browser {
             }),
         );
         let url = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // A loaded CI machine can take a while to start Chromium.
+        let deadline = Instant::now() + Duration::from_secs(60);
         let client = loop {
             let connector = hyper_util::client::legacy::connect::HttpConnector::new();
             match ClientBuilder::new(connector)
@@ -323,10 +302,6 @@ impl Browser {
     }
 }
 
-fn guest(name: &str) -> PathBuf {
-    PathBuf::from(env!("SWITCHBOARD_GUESTS_DIR")).join(format!("{name}.wasm"))
-}
-
 fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
@@ -341,7 +316,7 @@ async fn pages_in_a_real_browser() {
     let late = Arc::new(LateMessenger::default());
     let handle = Arc::clone(&late);
     let mut host = Host::start(move |_, _| handle).await;
-    let xmpp = xmpp_bot(&server, &mut host.service, &host.plugins);
+    let xmpp = serve_bot(&server, &mut host.service, &host.plugins);
     *late.0.lock().unwrap() = Some(Arc::clone(&xmpp) as Arc<dyn Messenger>);
     let mut alice = block(|| User::login(&server, "alice", "alice-pw"));
     let mut b = Browser::start().await;
@@ -435,8 +410,11 @@ async fn pages_in_a_real_browser() {
 
     // ---- a shadow router on live calls ----
     b.goto(&host.url("/admin")).await;
-    b.fill("#shadow-file", &path_str(&guest("router_least_cost")))
-        .await;
+    b.fill(
+        "#shadow-file",
+        &path_str(&common::guest_path("router_least_cost")),
+    )
+    .await;
     b.click("#shadow-upload-button").await;
     b.flash("now routes in the shadow").await;
 
@@ -530,7 +508,7 @@ async fn pages_in_a_real_browser() {
         .select_by_value("replies")
         .await
         .unwrap();
-    b.fill("#upload-file", &path_str(&guest("replies_de")))
+    b.fill("#upload-file", &path_str(&common::guest_path("replies_de")))
         .await;
     b.click("#upload-button").await;
     b.flash("is now the active replies plugin").await;
@@ -612,24 +590,11 @@ impl Messenger for Recorder {
     }
 }
 
-/// One HTTP/1.1 exchange on a fresh connection; returns the status and
-/// the body (empty status 0 when the server closed without answering).
+/// One HTTP/1.1 exchange on a fresh connection: the status (0 when the
+/// server closed without answering) and the body.
 async fn http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    s.write_all(request).await.expect("write");
-    let mut raw = Vec::new();
-    let _ = tokio::time::timeout(SECS, s.read_to_end(&mut raw)).await;
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let reply = block(|| common::http(addr, request));
+    (reply.status, reply.body)
 }
 
 fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
@@ -738,7 +703,7 @@ async fn api_and_bad_input() {
     .await;
     assert_eq!(status, 422);
     assert!(body.contains("unknown plugin slot"), "{body}");
-    let bytes = std::fs::read(guest("router_least_cost")).unwrap();
+    let bytes = std::fs::read(common::guest_path("router_least_cost")).unwrap();
     let (status, body) = http(
         addr,
         &request("PUT", "/admin/api/plugins/replies", &[auth], &bytes),
@@ -891,18 +856,13 @@ async fn api_and_bad_input() {
         .collect();
     // A logged-in page is only reached with the cookie the code gives.
     let login = format!("address=a%40b.c&code={code}");
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(&request(
-        "POST",
-        "/account/login",
-        &[FORM],
-        login.as_bytes(),
-    ))
-    .await
-    .unwrap();
-    let mut raw = Vec::new();
-    let _ = tokio::time::timeout(SECS, s.read_to_end(&mut raw)).await;
-    let raw = String::from_utf8_lossy(&raw);
+    let reply = block(|| {
+        common::http(
+            addr,
+            &request("POST", "/account/login", &[FORM], login.as_bytes()),
+        )
+    });
+    let raw = reply.head;
     assert!(raw.starts_with("HTTP/1.1 303"), "{raw}");
     let cookie = raw
         .lines()
@@ -910,7 +870,7 @@ async fn api_and_bad_input() {
         .and_then(|c| c.split(';').next())
         .expect("a session cookie")
         .to_string();
-    assert!(cookie.contains("HttpOnly") || raw.contains("HttpOnly"));
+    assert!(raw.contains("HttpOnly; SameSite=Strict"), "{raw}");
     let (status, body) = http(
         addr,
         &request("GET", "/account", &[("Cookie", &cookie)], b""),

@@ -75,3 +75,53 @@ pub fn calling_event() -> Event {
         provider: Some("PROXICOM".into()),
     })
 }
+
+/// What a server answered to [`http`].
+pub struct HttpReply {
+    /// The status code (0 when the server closed without answering).
+    pub status: u16,
+    /// The status line and headers.
+    pub head: String,
+    /// The body.
+    pub body: String,
+}
+
+/// One HTTP/1.1 exchange on a fresh connection to `addr` (`request` should
+/// say `Connection: close`); waits up to 15 s for the server to listen and
+/// to answer.
+pub fn http(addr: std::net::SocketAddr, request: &[u8]) -> HttpReply {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut stream = loop {
+        match std::net::TcpStream::connect(addr) {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "web pages at {addr}: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(15)));
+    let _ = stream.write_all(request);
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let status = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw.as_str(), ""));
+    HttpReply {
+        status,
+        head: head.to_string(),
+        body: body.to_string(),
+    }
+}
+
+/// [`http`] with a text request; the status and the body.
+pub fn http_text(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
+    let reply = http(addr, request.as_bytes());
+    (reply.status, reply.body)
+}

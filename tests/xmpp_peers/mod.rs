@@ -364,3 +364,31 @@ pub fn bot_config(server: &Prosody) -> switchboard::chat::xmpp::XmppConfig {
         ..Default::default()
     }
 }
+
+/// The XMPP bot logged in to `server` in front of `service`, with the
+/// sessions' later notices forwarded to it, as `switchboard run` does.
+pub fn serve_bot(
+    server: &Prosody,
+    service: &mut switchboard::service::Service,
+    plugins: &std::sync::Arc<switchboard::plugin::PluginHost>,
+) -> std::sync::Arc<switchboard::chat::xmpp::XmppBot> {
+    use std::sync::Arc;
+    let bot = switchboard::chat::Bot::new(
+        Arc::clone(plugins),
+        service.manager.clone(),
+        switchboard::chat::limit::RateLimit::default(),
+        2000,
+    );
+    let xmpp = Arc::new(
+        switchboard::chat::xmpp::XmppBot::start(bot_config(server), bot).expect("bot starts"),
+    );
+    let (_, empty) = tokio::sync::mpsc::unbounded_channel();
+    let mut notices = std::mem::replace(&mut service.notices, empty);
+    let forward = Arc::clone(&xmpp);
+    tokio::spawn(async move {
+        while let Some(n) = notices.recv().await {
+            let _ = forward.notify(&n.to, n.event);
+        }
+    });
+    xmpp
+}

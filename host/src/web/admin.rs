@@ -111,7 +111,7 @@ fn slot_of(name: &str) -> Result<SlotName, AdminError> {
 
 /// Loads `bytes` as a new version of `slot` (compile, imports, world,
 /// conformance), off the async threads.
-async fn upload(
+async fn upload_version(
     state: &WebState,
     slot: SlotName,
     bytes: Vec<u8>,
@@ -310,7 +310,7 @@ async fn api_upload(
     let result = async {
         let slot = slot_of(&slot)?;
         let origin = origin_of(&headers, "admin API upload");
-        let version = upload(&state, slot, body.to_vec(), origin).await?;
+        let version = upload_version(&state, slot, body.to_vec(), origin).await?;
         Ok::<_, AdminError>(
             serde_json::json!({ "slot": slot.as_str(), "version": version.as_str() }),
         )
@@ -498,23 +498,21 @@ struct Upload {
 }
 
 async fn read_upload(form: Result<Multipart, MultipartRejection>) -> Result<Upload, AdminError> {
-    let mut form =
-        form.map_err(|e| AdminError::BadInput(format!("the upload is not a file form: {e}")))?;
+    let bad = |what: &str, e: &dyn std::fmt::Display| AdminError::BadInput(format!("{what}: {e}"));
+    let mut form = form.map_err(|e| bad("the upload is not a file form", &e))?;
     let mut upload = Upload {
         slot: None,
         file: None,
     };
-    loop {
-        let field = form
-            .next_field()
-            .await
-            .map_err(|e| AdminError::BadInput(format!("the upload could not be read: {e}")))?;
-        let Some(field) = field else { break };
+    while let Some(field) = form
+        .next_field()
+        .await
+        .map_err(|e| bad("the upload could not be read", &e))?
+    {
         match field.name() {
             Some("slot") => {
-                upload.slot = Some(field.text().await.map_err(|e| {
-                    AdminError::BadInput(format!("the slot could not be read: {e}"))
-                })?);
+                let text = field.text().await;
+                upload.slot = Some(text.map_err(|e| bad("the slot could not be read", &e))?);
             }
             Some("file") => {
                 let name = field
@@ -523,9 +521,9 @@ async fn read_upload(form: Result<Multipart, MultipartRejection>) -> Result<Uplo
                     .chars()
                     .take(200)
                     .collect();
-                let bytes = field.bytes().await.map_err(|e| {
-                    AdminError::BadInput(format!("the file could not be read (too large?): {e}"))
-                })?;
+                let bytes = field.bytes().await;
+                let bytes =
+                    bytes.map_err(|e| bad("the file could not be read (too large?)", &e))?;
                 upload.file = Some((name, bytes.to_vec()));
             }
             _ => {}
@@ -534,39 +532,39 @@ async fn read_upload(form: Result<Multipart, MultipartRejection>) -> Result<Uplo
     Ok(upload)
 }
 
+/// The dashboard after a form's operation: its outcome on top, or the
+/// login form when the request has no admin session (the operation is
+/// then not run).
+macro_rules! page_operation {
+    ($state:expr, $headers:expr, $refused:literal, $operation:expr) => {{
+        if !page_admin(&$state, &$headers) {
+            return login_page(None);
+        }
+        let outcome: Result<String, AdminError> = $operation.await;
+        let flash = match outcome {
+            Ok(text) => Flash::Ok(text),
+            Err(e) => Flash::Error(format!("{}: {e}", $refused)),
+        };
+        dashboard_page(&$state, Some(&flash)).await
+    }};
+}
+
 async fn page_upload(
     State(state): State<Arc<WebState>>,
     headers: HeaderMap,
     form: Result<Multipart, MultipartRejection>,
 ) -> Response {
-    if !page_admin(&state, &headers) {
-        return login_page(None);
-    }
-    let result = async {
+    page_operation!(state, headers, "Upload refused", async {
         let upload = read_upload(form).await?;
         let slot = slot_of(upload.slot.as_deref().unwrap_or(""))?;
         let Some((name, bytes)) = upload.file else {
             return Err(AdminError::BadInput("choose a .wasm file to upload".into()));
         };
-        let version = upload_named(&state, slot, bytes, &name).await?;
-        Ok::<_, AdminError>(format!(
+        let version = upload_version(&state, slot, bytes, format!("upload {name}")).await?;
+        Ok(format!(
             "{name} is now the active {slot} plugin (version {version})."
         ))
-    };
-    let flash = match result.await {
-        Ok(text) => Flash::Ok(text),
-        Err(e) => Flash::Error(format!("Upload refused: {e}")),
-    };
-    dashboard_page(&state, Some(&flash)).await
-}
-
-async fn upload_named(
-    state: &WebState,
-    slot: SlotName,
-    bytes: Vec<u8>,
-    name: &str,
-) -> Result<VersionId, AdminError> {
-    upload(state, slot, bytes, format!("upload {name}")).await
+    })
 }
 
 /// A form naming a slot.
@@ -581,16 +579,11 @@ async fn page_rollback(
     headers: HeaderMap,
     Form(form): Form<SlotForm>,
 ) -> Response {
-    if !page_admin(&state, &headers) {
-        return login_page(None);
-    }
-    let flash = match slot_of(&form.slot)
-        .and_then(|slot| Ok((slot, state.manager.services().plugins.rollback(slot)?)))
-    {
-        Ok((slot, version)) => Flash::Ok(format!("The {slot} slot is back on version {version}.")),
-        Err(e) => Flash::Error(format!("Rollback refused: {e}")),
-    };
-    dashboard_page(&state, Some(&flash)).await
+    page_operation!(state, headers, "Rollback refused", async {
+        let slot = slot_of(&form.slot)?;
+        let version = state.manager.services().plugins.rollback(slot)?;
+        Ok(format!("The {slot} slot is back on version {version}."))
+    })
 }
 
 async fn page_shadow_upload(
@@ -598,10 +591,7 @@ async fn page_shadow_upload(
     headers: HeaderMap,
     form: Result<Multipart, MultipartRejection>,
 ) -> Response {
-    if !page_admin(&state, &headers) {
-        return login_page(None);
-    }
-    let result = async {
+    page_operation!(state, headers, "Shadow router refused", async {
         let upload = read_upload(form).await?;
         let Some((name, bytes)) = upload.file else {
             return Err(AdminError::BadInput(
@@ -609,40 +599,28 @@ async fn page_shadow_upload(
             ));
         };
         let version = load_shadow(&state, bytes, format!("upload {name}")).await?;
-        Ok::<_, AdminError>(format!(
+        Ok(format!(
             "{name} (version {version}) now routes in the shadow of the active router; its answers reach no call."
         ))
-    };
-    let flash = match result.await {
-        Ok(text) => Flash::Ok(text),
-        Err(e) => Flash::Error(format!("Shadow router refused: {e}")),
-    };
-    dashboard_page(&state, Some(&flash)).await
+    })
 }
 
 async fn page_shadow_promote(State(state): State<Arc<WebState>>, headers: HeaderMap) -> Response {
-    if !page_admin(&state, &headers) {
-        return login_page(None);
-    }
-    let flash = match promote_shadow(&state).await {
-        Ok(version) => Flash::Ok(format!(
+    page_operation!(state, headers, "Promotion refused", async {
+        let version = promote_shadow(&state).await?;
+        Ok(format!(
             "The shadow router (version {version}) is now the active router."
-        )),
-        Err(e) => Flash::Error(format!("Promotion refused: {e}")),
-    };
-    dashboard_page(&state, Some(&flash)).await
+        ))
+    })
 }
 
 async fn page_shadow_stop(State(state): State<Arc<WebState>>, headers: HeaderMap) -> Response {
-    if !page_admin(&state, &headers) {
-        return login_page(None);
-    }
-    let flash = if state.manager.services().plugins.clear_shadow() {
-        Flash::Ok("The shadow router is stopped.".into())
-    } else {
-        Flash::Error("No shadow router runs.".into())
-    };
-    dashboard_page(&state, Some(&flash)).await
+    page_operation!(state, headers, "Cannot stop", async {
+        if !state.manager.services().plugins.clear_shadow() {
+            return Err(AdminError::BadInput("no shadow router runs".into()));
+        }
+        Ok("The shadow router is stopped.".to_string())
+    })
 }
 
 /// A form naming a session.
@@ -657,36 +635,27 @@ async fn page_end_session(
     headers: HeaderMap,
     Form(form): Form<SessionForm>,
 ) -> Response {
-    if !page_admin(&state, &headers) {
-        return login_page(None);
-    }
-    let flash = if form.id.trim().is_empty() {
-        Flash::Error("No session given.".into())
-    } else if state.manager.end(form.id.trim()) {
+    page_operation!(state, headers, "Cannot end it", async {
+        let id = form.id.trim();
+        if id.is_empty() {
+            return Err(AdminError::BadInput("no session given".into()));
+        }
+        if !state.manager.end(id) {
+            return Err(AdminError::NoSession(format!(
+                "{id} (it may have just ended)"
+            )));
+        }
         // Give it a moment, so the list below no longer shows it.
         for _ in 0..20 {
-            if state
-                .manager
-                .sessions()
-                .await
-                .iter()
-                .all(|s| s.id != form.id.trim())
-            {
+            if state.manager.sessions().await.iter().all(|s| s.id != id) {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        Flash::Ok(format!(
-            "Session {} is ended; its owner was told (Reason = EndedByOperator).",
-            form.id.trim()
+        Ok(format!(
+            "Session {id} is ended; its owner was told (Reason = EndedByOperator)."
         ))
-    } else {
-        Flash::Error(format!(
-            "No live session {} (it may have just ended).",
-            form.id.trim()
-        ))
-    };
-    dashboard_page(&state, Some(&flash)).await
+    })
 }
 
 async fn page_credit(
@@ -694,20 +663,15 @@ async fn page_credit(
     headers: HeaderMap,
     Form(form): Form<CreditForm>,
 ) -> Response {
-    if !page_admin(&state, &headers) {
-        return login_page(None);
-    }
-    let flash = match top_up(&state, &form.account, &form.amount).await {
-        Ok(balance) => Flash::Ok(format!(
-            "Credited {} {} to {}: the balance is now {balance} {}.",
+    page_operation!(state, headers, "Top-up refused", async {
+        let balance = top_up(&state, &form.account, &form.amount).await?;
+        let currency = &state.manager.services().currency;
+        Ok(format!(
+            "Credited {} {currency} to {}: the balance is now {balance} {currency}.",
             form.amount.trim(),
-            state.manager.services().currency,
             form.account.trim(),
-            state.manager.services().currency
-        )),
-        Err(e) => Flash::Error(format!("Top-up refused: {e}")),
-    };
-    dashboard_page(&state, Some(&flash)).await
+        ))
+    })
 }
 
 async fn dashboard_page(state: &WebState, flash: Option<&Flash>) -> Response {
