@@ -964,4 +964,88 @@ async fn api_and_bad_input() {
     ] {
         assert!(metrics.contains(family), "{family} in {metrics}");
     }
+    // Random requests at every route: methods, content types and bodies
+    // (form-ish, JSON-ish, multipart-ish, binary), with and without the
+    // token. Any status will do; the host must keep answering.
+    let routes = [
+        "/",
+        "/invite",
+        "/rates?q=44",
+        "/account",
+        "/account/code",
+        "/account/login",
+        "/account/logout",
+        "/admin",
+        "/admin/login",
+        "/admin/logout",
+        "/admin/plugins/upload",
+        "/admin/plugins/rollback",
+        "/admin/shadow/upload",
+        "/admin/shadow/promote",
+        "/admin/shadow/stop",
+        "/admin/sessions/end",
+        "/admin/credit",
+        "/admin/api/plugins",
+        "/admin/api/plugins/router",
+        "/admin/api/plugins/parser/rollback",
+        "/admin/api/shadow",
+        "/admin/api/shadow/promote",
+        "/admin/api/sessions",
+        "/admin/api/sessions/x",
+        "/admin/api/providers",
+        "/admin/api/credit",
+        "/metrics",
+        "/health",
+    ];
+    let types = [
+        "application/x-www-form-urlencoded",
+        "application/json",
+        "multipart/form-data; boundary=XyZ",
+        "multipart/form-data",
+        "text/plain",
+    ];
+    let pieces: [&[u8]; 9] = [
+        b"address=",
+        b"%40",
+        b"&code=",
+        b"{\"account\":",
+        b"\"amount\":\"1\"}",
+        b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wasm\"\r\n\r\n",
+        b"\0asm\x01\0\0\0",
+        b"\xff\xfe\x00%%",
+        b"--XyZ--\r\n",
+    ];
+    let mut seed: u64 = 0x5eed_cafe_f00d_d00d;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..300 {
+        let route = routes[next() as usize % routes.len()];
+        let method = ["GET", "POST", "PUT", "DELETE"][next() as usize % 4];
+        let mut body = Vec::new();
+        for _ in 0..next() % 6 {
+            body.extend_from_slice(pieces[next() as usize % pieces.len()]);
+        }
+        let content_type = ("Content-Type", types[next() as usize % types.len()]);
+        let headers: Vec<(&str, &str)> = if next() % 2 == 0 {
+            vec![content_type, auth, ("Cookie", "sb_admin=forged")]
+        } else {
+            vec![content_type]
+        };
+        let (status, _) = http(addr, &request(method, route, &headers, &body)).await;
+        assert!(status >= 200, "{method} {route}: no answer");
+    }
+    assert!(
+        host.plugins.shadow_stats().is_none() || host.plugins.clear_shadow(),
+        "a shadow loaded by a random request is dropped"
+    );
+
+    let (status, body) = http(addr, &request("GET", "/health", &[], b"")).await;
+    assert_eq!(
+        status, 200,
+        "still healthy after the random requests: {body}"
+    );
 }
