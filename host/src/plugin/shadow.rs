@@ -4,6 +4,7 @@
 //! operator can try a routing policy on live traffic before promoting it.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -81,7 +82,10 @@ struct Job {
 /// A candidate router running in the shadow of the active one.
 pub(crate) struct Shadow {
     jobs: SyncSender<Job>,
+    /// What the worker found; the active path never takes this lock.
     stats: Arc<Mutex<ShadowStats>>,
+    requests: AtomicU64,
+    skipped: AtomicU64,
     bytes: Vec<u8>,
 }
 
@@ -130,6 +134,8 @@ impl Shadow {
         Ok(Shadow {
             jobs,
             stats,
+            requests: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
             bytes: bytes.to_vec(),
         })
     }
@@ -141,17 +147,19 @@ impl Shadow {
             request: request.clone(),
             active: names(active),
         };
-        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-        stats.requests += 1;
+        self.requests.fetch_add(1, Ordering::Relaxed);
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.jobs.try_send(job)
         {
-            stats.skipped += 1;
+            self.skipped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Its figures so far.
     pub(crate) fn stats(&self) -> ShadowStats {
-        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        stats.requests = self.requests.load(Ordering::Relaxed);
+        stats.skipped = self.skipped.load(Ordering::Relaxed);
+        stats
     }
 
     /// The component, for promoting it.
