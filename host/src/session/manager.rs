@@ -242,20 +242,24 @@ impl SessionManager {
                 })
                 .collect()
         };
-        let mut views = Vec::with_capacity(asked.len());
-        for (owner, id, rx) in asked {
-            match tokio::time::timeout(Duration::from_secs(1), rx).await {
-                Ok(Ok(view)) => views.push(view),
-                // Ended meanwhile.
-                Ok(Err(_)) => {}
-                Err(_) => views.push(super::SessionView {
-                    started_ms: started_ms(&id),
-                    id,
-                    owner,
-                    legs: Vec::new(),
-                }),
-            }
-        }
+        // All asked at once: one busy session delays the list by at most
+        // the timeout, not the timeout times the sessions.
+        let answers =
+            futures::future::join_all(asked.into_iter().map(|(owner, id, rx)| async move {
+                match tokio::time::timeout(Duration::from_secs(1), rx).await {
+                    Ok(Ok(view)) => Some(view),
+                    // Ended meanwhile.
+                    Ok(Err(_)) => None,
+                    Err(_) => Some(super::SessionView {
+                        started_ms: started_ms(&id),
+                        id,
+                        owner,
+                        legs: Vec::new(),
+                    }),
+                }
+            }))
+            .await;
+        let mut views: Vec<super::SessionView> = answers.into_iter().flatten().collect();
         views.sort_by(|a, b| (a.started_ms, &a.id).cmp(&(b.started_ms, &b.id)));
         views
     }
