@@ -9,6 +9,7 @@
 //! sheets); the chat is either the XMPP bot or the same [`Bot`] driven
 //! directly.
 
+mod common;
 mod rtp_peer;
 mod sipp_peer;
 mod xmpp_peers;
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rtp_peer::{TonePeer, assert_hear_each_other, share};
 use sipp_peer::SippUas;
-use switchboard::billing::{AttemptOutcome, Cdr, Micros, Rate, unix_ms};
+use switchboard::billing::{Cdr, Micros, Rate, unix_ms};
 use switchboard::chat::limit::RateLimit;
 use switchboard::chat::xmpp::XmppBot;
 use switchboard::chat::{Bot, Notice};
@@ -1041,22 +1042,8 @@ async fn hot_swap_router_and_replies_while_calls_are_up() {
     host._watcher = Some(host.plugins.watch(&watched).expect("watch"));
     // BEST answers every call, CHEAP one in five: the default router ranks
     // by answer-seizure ratio, least-cost routing by price.
-    let now = unix_ms(SystemTime::now());
-    for i in 0..10 {
-        for (provider, answered) in [("BEST", true), ("CHEAP", i < 2)] {
-            let outcome = AttemptOutcome {
-                at_ms: now - 1000,
-                answered,
-                talk_secs: if answered { 60 } else { 0 },
-                pdd_ms: Some(800),
-            };
-            host.service
-                .billing
-                .record_attempt(&format!("seed-{provider}-{i}"), provider, outcome, None)
-                .await
-                .expect("attempt");
-        }
-    }
+    common::seed_attempts(&host.service.billing, "BEST", 10, 10).await;
+    common::seed_attempts(&host.service.billing, "CHEAP", 10, 2).await;
     let mut chat = host.chat();
     let u = "user@example.com";
     host.credit(u, "5").await;

@@ -22,11 +22,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use sipp_peer::SippUas;
-use switchboard::billing::{AttemptOutcome, Micros, unix_ms};
+use switchboard::billing::Micros;
 use switchboard::chat::{ChatError, Messenger};
 use switchboard::config::Config;
 use switchboard::plugin::{Limits, PluginHost, SlotName};
@@ -103,22 +103,8 @@ impl Host {
             .await
             .expect("the host starts");
         // BEST answers every call, CHEAP one in five.
-        let now = unix_ms(SystemTime::now());
-        for i in 0..10 {
-            for (provider, answered) in [("BEST", true), ("CHEAP", i < 2)] {
-                let outcome = AttemptOutcome {
-                    at_ms: now - 1000,
-                    answered,
-                    talk_secs: if answered { 60 } else { 0 },
-                    pdd_ms: Some(800),
-                };
-                service
-                    .billing
-                    .record_attempt(&format!("seed-{provider}-{i}"), provider, outcome, None)
-                    .await
-                    .expect("attempt");
-            }
-        }
+        common::seed_attempts(&service.billing, "BEST", 10, 10).await;
+        common::seed_attempts(&service.billing, "CHEAP", 10, 2).await;
         let web_config: WebConfig = config.web.clone().expect("[web]");
         let messenger = messenger(&service, &plugins);
         let state = WebState::new(

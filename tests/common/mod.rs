@@ -125,3 +125,27 @@ pub fn http_text(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
     let reply = http(addr, request.as_bytes());
     (reply.status, reply.body)
 }
+
+/// Records `attempts` attempts of `provider` in its statistics, the first
+/// `answered` of them answered (60 s talk, 800 ms PDD), a second ago.
+pub async fn seed_attempts(
+    billing: &switchboard::billing::Billing,
+    provider: &str,
+    attempts: u32,
+    answered: u32,
+) {
+    let now = switchboard::billing::unix_ms(std::time::SystemTime::now());
+    for i in 0..attempts {
+        let answered = i < answered;
+        let outcome = switchboard::billing::AttemptOutcome {
+            at_ms: now - 1000,
+            answered,
+            talk_secs: if answered { 60 } else { 0 },
+            pdd_ms: Some(800),
+        };
+        billing
+            .record_attempt(&format!("seed-{provider}-{i}"), provider, outcome, None)
+            .await
+            .expect("attempt");
+    }
+}

@@ -180,7 +180,13 @@ pub(crate) fn parser(runtime: &Runtime, pre: &<Parser as World>::Pre) -> Result<
     Ok(())
 }
 
-fn candidate(provider: &str, price: i64, asr: Option<u32>, acd: Option<u32>) -> Candidate {
+/// A provider on offer with these figures (40 attempts, PDD 1.5 s).
+pub(crate) fn candidate(
+    provider: &str,
+    price: i64,
+    asr: Option<u32>,
+    acd: Option<u32>,
+) -> Candidate {
     Candidate {
         provider: provider.into(),
         price_per_minute: price,
@@ -197,7 +203,8 @@ fn candidate(provider: &str, price: i64, asr: Option<u32>, acd: Option<u32>) -> 
     }
 }
 
-fn route_request(requested: Option<&str>, candidates: Vec<Candidate>) -> RouteRequest {
+/// A request to route the destination `+4915112345678`.
+pub(crate) fn route_request(requested: Option<&str>, candidates: Vec<Candidate>) -> RouteRequest {
     RouteRequest {
         leg: phone("4915112345678"),
         role: LegRole::Destination,

@@ -215,9 +215,8 @@ mod tests {
     use std::path::PathBuf;
     use std::time::{Duration, Instant};
 
-    use super::super::types::{
-        Account, Candidate, Leg, LegRole, ProviderStats, RouteRequest, Scheme,
-    };
+    use super::super::conformance::{candidate, route_request};
+    use super::super::types::RouteRequest;
     use super::super::{PluginError, PluginHost, SlotName};
     use crate::plugin::Limits;
 
@@ -229,33 +228,15 @@ mod tests {
     /// BEST answers every call and costs 0.02; CHEAP answers one in five and
     /// costs 0.005: the default router puts BEST first, least cost CHEAP.
     fn request(number: &str) -> RouteRequest {
-        let candidate = |provider: &str, price, answered| Candidate {
-            provider: provider.into(),
-            price_per_minute: price,
-            connect_fee: 0,
-            increment_secs: 1,
-            up: true,
-            stats: ProviderStats {
-                attempts: 10,
-                answered,
-                asr_bp: Some(answered * 1000),
-                acd_secs: Some(60),
-                pdd_ms: Some(800),
-            },
-        };
-        RouteRequest {
-            leg: Leg {
-                scheme: Scheme::Phone,
-                address: number.into(),
-            },
-            role: LegRole::Destination,
-            account: Account {
-                id: "a@example.org".into(),
-                balance: 5_000_000,
-            },
-            requested_provider: None,
-            candidates: vec![candidate("BEST", 20_000, 10), candidate("CHEAP", 5_000, 2)],
-        }
+        let mut request = route_request(
+            None,
+            vec![
+                candidate("BEST", 20_000, Some(10_000), Some(60)),
+                candidate("CHEAP", 5_000, Some(2_000), Some(60)),
+            ],
+        );
+        request.leg.address = number.into();
+        request
     }
 
     fn settled(host: &PluginHost, compared: u64) -> super::ShadowStats {
