@@ -92,7 +92,12 @@ impl Services {
         send_notice(&self.notices, to, event);
     }
 
-    pub(super) fn finished(&self, owner: &str, id: &str) {
+    /// Takes session `id` off the live list (and the live count) and then
+    /// tells its owner `last`, all under the list's lock: a CALLBACK sent on
+    /// reading "Call aborted" finds no session in the way, and whoever saw
+    /// the count fall and then takes the lock (shutdown) finds the last word
+    /// already sent.
+    pub(super) fn finished(&self, owner: &str, id: &str, last: Event) {
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(sessions) = live.get_mut(owner) {
             sessions.retain(|s| s.id != id);
@@ -102,6 +107,7 @@ impl Services {
         }
         let n = live.values().map(Vec::len).sum();
         self.count.send_replace(n);
+        self.tell(owner, last);
     }
 
     pub(super) fn provider_up(&self, name: &str) -> bool {
@@ -285,6 +291,9 @@ impl SessionManager {
         }
         let mut count = self.count.clone();
         let _ = tokio::time::timeout(grace, count.wait_for(|n| *n == 0)).await;
+        // The last session may still be telling its owner (it does so
+        // under the lock, after the count fell): wait for that word.
+        drop(self.services.live.lock().unwrap_or_else(|e| e.into_inner()));
         for t in &self.tasks {
             t.abort();
         }

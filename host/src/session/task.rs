@@ -111,8 +111,7 @@ impl SessionTask {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(session = %id, error = %e, "cannot open a conference");
-                services.finished(&owner, &id);
-                services.tell(&owner, Event::Error(Error::CallsUnavailable));
+                services.finished(&owner, &id, Event::Error(Error::CallsUnavailable));
                 return;
             }
         };
@@ -770,12 +769,10 @@ impl SessionTask {
             .map(|s| s.billed_secs)
             .max()
             .unwrap_or(0);
-        // Off the live list before the owner hears it is over: a CALLBACK
-        // sent on reading "Call aborted" must find no session in the way.
-        self.services.finished(&self.owner, &self.id);
         self.services.counters.ended(reason);
-        self.services.tell(
+        self.services.finished(
             &self.owner,
+            &self.id,
             Event::SessionEnded(SessionEnded {
                 charged_secs: u32::try_from(charged).unwrap_or(u32::MAX),
                 cost: cost.0,
