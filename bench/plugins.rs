@@ -85,7 +85,9 @@ fn reload_latency(rounds: usize) {
         // from the compiler on this 2-core machine (that case is measured
         // by calls_during_reloads).
         loop {
-            let answer = host.render(&Event::Help).expect("answer");
+            let answer = host
+                .render("user@example.com", &Event::Help)
+                .expect("answer");
             if answer.version == ids[which] {
                 break;
             }
@@ -140,7 +142,7 @@ fn calls_during_reloads(seconds: u64) {
         let mut failed = 0u64;
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(seconds) {
-            match host.render(&event) {
+            match host.render("user@example.com", &event) {
                 Ok(answer) if !answer.fell_back => {}
                 _ => failed += 1,
             }
@@ -209,7 +211,7 @@ fn main() {
             host.route(&request).map(|a| a.fell_back)
         });
         latency(&format!("replies.render ({mode})"), n, || {
-            host.render(&event).map(|a| a.fell_back)
+            host.render("user@example.com", &event).map(|a| a.fell_back)
         });
         // The same routing calls with a shadow router comparing each one
         // on its own thread: what the active path pays for it.

@@ -20,6 +20,7 @@ use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use switchboard::sip::TargetUri;
 
 use switchboard::sip::{AudioSdp, CallEvent, CallRequest, Config, SipService, Timers};
 use tokio::sync::Semaphore;
@@ -74,7 +75,8 @@ fn rss_bytes() -> u64 {
 
 fn request(port: u16, i: usize) -> CallRequest {
     CallRequest {
-        target: format!("sip:+4420{i:08}@127.0.0.1:{port}"),
+        target: TargetUri::parse(&format!("sip:+4420{i:08}@127.0.0.1:{port}"))
+            .expect("a valid target URI"),
         provider: None,
         offer: AudioSdp::offer(
             "127.0.0.1"

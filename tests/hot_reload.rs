@@ -56,7 +56,7 @@ fn watched_directory_loads_reloads_and_refuses() {
     let german = VersionId::of(&guest("replies_de"));
     assert_eq!(host.stats(SlotName::Replies).active, german);
     assert!(
-        host.render(&Event::Help)
+        host.render("user@example.com", &Event::Help)
             .expect("answer")
             .value
             .starts_with("Befehle")
@@ -72,7 +72,7 @@ fn watched_directory_loads_reloads_and_refuses() {
     );
     assert_eq!(host.stats(SlotName::Replies).active, german);
     assert!(
-        host.render(&Event::Help)
+        host.render("user@example.com", &Event::Help)
             .expect("answer")
             .value
             .starts_with("Befehle")
@@ -84,7 +84,7 @@ fn watched_directory_loads_reloads_and_refuses() {
         s.active == default
     });
     assert!(
-        host.render(&Event::Help)
+        host.render("user@example.com", &Event::Help)
             .expect("answer")
             .value
             .starts_with("Commands")
@@ -145,7 +145,7 @@ fn replacement_under_load_answers_with_old_or_new_and_never_fails() {
                 let mut i = n;
                 while !stop.load(Ordering::Relaxed) {
                     let which = i % events.len();
-                    let answer = host.render(&events[which]);
+                    let answer = host.render("user@example.com", &events[which]);
                     answers.push((which, answer));
                     i += 1;
                 }
@@ -230,6 +230,8 @@ fn a_call_in_flight_finishes_on_the_version_it_started_with() {
     let host = Arc::new(
         PluginHost::new(Limits {
             deadline: Duration::from_secs(60),
+            // `slow` is about 10^10 instructions of honest work.
+            min_fuel: 50_000_000_000,
             ..Limits::default()
         })
         .expect("plugin host starts"),

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use switchboard::sip::TargetUri;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -617,7 +618,8 @@ async fn sipp_streams_a_tone_into_the_conference() {
     .expect("sip");
     let mut call = sip
         .place_call(CallRequest {
-            target: format!("sip:+442071234567@127.0.0.1:{sip_port}"),
+            target: TargetUri::parse(&format!("sip:+442071234567@127.0.0.1:{sip_port}"))
+                .expect("a valid target URI"),
             provider: None,
             offer: AudioSdp::offer(to_sipp.local.ip(), to_sipp.local.port(), 1),
             ring_timeout: None,

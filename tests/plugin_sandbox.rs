@@ -15,17 +15,17 @@ fn host() -> PluginHost {
     PluginHost::new(Limits::default()).expect("plugin host starts")
 }
 
-/// Limits with a deadline long enough that scheduling noise on a busy
-/// machine cannot be mistaken for a runaway plugin: the deadline is wall
-/// clock, so tests that are about other limits use this one.
+/// Limits with a fuel budget and a backstop so large that only the other
+/// limits can stop a call: tests about memory, stack and output use this one.
 fn patient() -> Limits {
     Limits {
-        deadline: Duration::from_secs(2),
+        deadline: Duration::from_secs(20),
+        min_fuel: 20_000_000_000,
         ..Limits::default()
     }
 }
 
-/// A host with the default limits (10 ms deadline) whose three slots run
+/// A host with the default limits (fuel sized from the defaults) whose three slots run
 /// the hostile guest, which passes every conformance set and misbehaves only
 /// on its trigger words.
 fn hostile_host() -> PluginHost {
@@ -62,7 +62,10 @@ fn embedded_defaults_answer_the_seed() {
         .expect("router answers");
     let names: Vec<_> = attempts.value.iter().map(|a| a.provider.as_str()).collect();
     assert_eq!(names, ["PAKLINE", "PROXICOM", "MKS"], "best ASR first");
-    let text = host.render(&Event::Help).expect("replies answer").value;
+    let text = host
+        .render("user@example.com", &Event::Help)
+        .expect("replies answer")
+        .value;
     assert!(text.contains("CALLBACK"), "{text}");
 }
 
@@ -97,10 +100,14 @@ fn parse_falls_back(host: &PluginHost, trigger: &str) -> switchboard::plugin::Sl
 }
 
 #[test]
-fn infinite_loop_is_stopped_at_the_deadline() {
+fn infinite_loop_runs_out_of_fuel() {
     let host = hostile_host();
     let stats = parse_falls_back(&host, "loop");
-    assert_eq!(stats.deadlines, 1);
+    assert_eq!(stats.out_of_fuel, 1);
+    assert_eq!(
+        stats.deadlines, 0,
+        "fuel stops it, not the wall-clock backstop"
+    );
     assert_eq!(stats.fallbacks, 1);
 }
 
@@ -143,13 +150,13 @@ fn invalid_leg_is_refused() {
 fn log_flood_is_capped() {
     let host = hostile_host();
     // 100,000 lines of 10 kB: either the log budget drops them and the
-    // call finishes, or the deadline stops it; both are contained.
+    // call finishes, or its fuel runs out; both are contained.
     let answer = host
         .parse("flood", "attacker@example.com")
         .expect("answered");
     let stats = host.stats(SlotName::Parser);
     if answer.fell_back {
-        assert_eq!(stats.deadlines, 1);
+        assert_eq!(stats.out_of_fuel, 1);
     } else {
         assert_eq!(answer.value, Ok(Command::Help));
     }
@@ -169,7 +176,7 @@ fn hostile_version_keeps_answering_ordinary_input() {
 fn router_failures_fall_back() {
     let host = hostile_host();
     for (account, counter) in [
-        ("loop", "deadlines"),
+        ("loop", "out_of_fuel"),
         ("panic", "traps"),
         ("bogus", "invalid"),
     ] {
@@ -183,7 +190,7 @@ fn router_failures_fall_back() {
         );
         let stats = host.stats(SlotName::Router);
         let count = match counter {
-            "deadlines" => stats.deadlines,
+            "out_of_fuel" => stats.out_of_fuel,
             "traps" => stats.traps,
             _ => stats.invalid,
         };
@@ -199,11 +206,13 @@ fn router_failures_fall_back() {
 #[test]
 fn replies_failures_fall_back() {
     let host = hostile_host_with(Limits {
-        deadline: Duration::from_millis(500),
+        min_fuel: 200_000_000,
         ..Limits::default()
     });
     for trigger in ["loop", "bomb", "empty", "huge"] {
-        let answer = host.render(&parse_error_event(trigger)).expect("answered");
+        let answer = host
+            .render("user@example.com", &parse_error_event(trigger))
+            .expect("answered");
         assert!(answer.fell_back, "{trigger}");
         assert!(
             answer.value.starts_with("Error: "),
@@ -212,7 +221,7 @@ fn replies_failures_fall_back() {
         );
     }
     let stats = host.stats(SlotName::Replies);
-    assert_eq!(stats.deadlines, 1);
+    assert_eq!(stats.out_of_fuel, 1);
     assert_eq!(stats.memory_faults, 1);
     assert_eq!(stats.invalid, 2);
     assert_eq!(stats.fallbacks, 4);
@@ -292,7 +301,7 @@ fn rollback_returns_to_the_replaced_version() {
         .load(SlotName::Replies, &guest("replies_de"), "de")
         .expect("loads");
     assert!(
-        host.render(&Event::Help)
+        host.render("user@example.com", &Event::Help)
             .expect("answer")
             .value
             .starts_with("Befehle")
@@ -302,7 +311,7 @@ fn rollback_returns_to_the_replaced_version() {
         default
     );
     assert!(
-        host.render(&Event::Help)
+        host.render("user@example.com", &Event::Help)
             .expect("answer")
             .value
             .starts_with("Commands")
@@ -317,10 +326,7 @@ fn rollback_returns_to_the_replaced_version() {
 
 #[test]
 fn a_spinning_plugin_does_not_hold_up_other_calls() {
-    let host = Arc::new(hostile_host_with(Limits {
-        deadline: Duration::from_millis(50),
-        ..Limits::default()
-    }));
+    let host = Arc::new(hostile_host());
     let spinner = {
         let host = host.clone();
         thread::spawn(move || {
@@ -337,9 +343,10 @@ fn a_spinning_plugin_does_not_hold_up_other_calls() {
     }
     spinner.join().expect("spinner thread");
     assert!(answered > 0);
-    // Every spin was stopped (an ordinary call preempted past the deadline
-    // on a busy machine would add to the count, never take from it).
-    assert!(host.stats(SlotName::Parser).deadlines >= 20);
+    // Every spin was stopped by its fuel, and no ordinary call was.
+    let stats = host.stats(SlotName::Parser);
+    assert_eq!(stats.out_of_fuel, 20);
+    assert_eq!(stats.deadlines, 0);
 }
 
 #[test]
@@ -357,7 +364,7 @@ fn limits_the_defaults_cannot_meet_are_refused_at_start() {
 fn a_call_no_version_can_answer_is_an_error_not_a_crash() {
     let host = PluginHost::new(patient()).expect("host");
     // The default echoes the reason; 100 kB of it is over the 64 kB cap.
-    let answer = host.render(&parse_error_event(&"r".repeat(100_000)));
+    let answer = host.render("user@example.com", &parse_error_event(&"r".repeat(100_000)));
     assert!(matches!(
         answer,
         Err(PluginError::Unanswered(SlotName::Replies))
@@ -366,7 +373,7 @@ fn a_call_no_version_can_answer_is_an_error_not_a_crash() {
     assert_eq!(stats.unanswered, 1);
     assert_eq!(stats.invalid, 1);
     // The next ordinary call is answered as usual.
-    assert!(host.render(&Event::Help).is_ok());
+    assert!(host.render("user@example.com", &Event::Help).is_ok());
 }
 
 #[test]
@@ -420,7 +427,7 @@ fn each_version_is_tried_once_per_call() {
     assert_eq!(stats.embedded, default);
     // Both versions echo the reason, so both overflow the output cap: two
     // tries (default, German), not three (the default again as the embedded one).
-    let answer = host.render(&parse_error_event(&"r".repeat(100_000)));
+    let answer = host.render("user@example.com", &parse_error_event(&"r".repeat(100_000)));
     assert!(matches!(
         answer,
         Err(PluginError::Unanswered(SlotName::Replies))

@@ -227,7 +227,10 @@ impl Chat {
                 }
             }
         };
-        self.bot.phrase(&notice.event).expect("phrased").join("\n")
+        self.bot
+            .phrase(&notice.to, &notice.event)
+            .expect("phrased")
+            .join("\n")
     }
 
     /// Sends `text` and expects the session's next messages to be `replies`.

@@ -158,7 +158,7 @@ fn config(providers: Vec<Provider>) -> Config {
 
 fn request(target: String, provider: Option<&str>) -> CallRequest {
     CallRequest {
-        target,
+        target: switchboard::sip::TargetUri::parse(&target).expect("a valid target URI"),
         provider: provider.map(str::to_string),
         offer: AudioSdp::offer("127.0.0.1".parse().expect("ip"), 30000, 1),
         ring_timeout: None,

@@ -238,6 +238,8 @@ fn sip_call(
             println!("listening on {transport} {addr}");
         }
         // No media yet: the offer names a port nothing listens on.
+        let target = switchboard::sip::TargetUri::parse(&target)
+            .map_err(|e| anyhow::anyhow!("{target:?} is not a SIP address we call: {e}"))?;
         let request = CallRequest {
             target,
             provider,
@@ -458,7 +460,7 @@ fn demo(
                 .shutdown(std::time::Duration::from_secs(5))
                 .await;
             while let Ok(n) = service.notices.try_recv() {
-                for text in bot.phrase(&n.event).unwrap_or_default() {
+                for text in bot.phrase(&n.to, &n.event).unwrap_or_default() {
                     println!("{text}");
                 }
             }

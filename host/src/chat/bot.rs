@@ -5,6 +5,7 @@
 //! one chat message each. Time is passed in.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::ChatError;
@@ -65,12 +66,17 @@ pub fn split(text: &str, max: usize) -> Vec<String> {
     pieces
 }
 
+/// The most chat messages one event may become; a longer reply is cut and
+/// says so, so one event cannot flood a user.
+pub const MAX_MESSAGES_PER_EVENT: usize = 8;
+
 /// The bot: plugins, the session manager and the per-sender rate limit.
 pub struct Bot {
     plugins: Arc<PluginHost>,
     sessions: Arc<dyn Sessions>,
     limiter: RateLimiter,
     max_chars: usize,
+    cut_replies: AtomicU64,
 }
 
 impl Bot {
@@ -87,6 +93,7 @@ impl Bot {
             sessions,
             limiter: RateLimiter::new(limit),
             max_chars,
+            cut_replies: AtomicU64::new(0),
         }
     }
 
@@ -111,9 +118,32 @@ impl Bot {
         })
     }
 
-    /// The texts to send for one event, each fitting one chat message.
-    pub fn phrase(&self, event: &Event) -> Result<Vec<String>, ChatError> {
-        Ok(split(&self.plugins.render(event)?.value, self.max_chars))
+    /// The texts to send `recipient` for one event, each fitting one chat
+    /// message, at most [`MAX_MESSAGES_PER_EVENT`] of them.
+    pub fn phrase(&self, recipient: &str, event: &Event) -> Result<Vec<String>, ChatError> {
+        let mut texts = split(
+            &self.plugins.render(recipient, event)?.value,
+            self.max_chars,
+        );
+        if texts.len() > MAX_MESSAGES_PER_EVENT {
+            let all = texts.len();
+            texts.truncate(MAX_MESSAGES_PER_EVENT - 1);
+            texts.push(format!(
+                "(The rest of this reply was cut: it would have taken {all} messages.)"
+            ));
+            self.cut_replies.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                messages = all,
+                max = MAX_MESSAGES_PER_EVENT,
+                "a reply was cut to the per-event message limit"
+            );
+        }
+        Ok(texts)
+    }
+
+    /// Replies cut to [`MAX_MESSAGES_PER_EVENT`] so far.
+    pub fn cut_replies(&self) -> u64 {
+        self.cut_replies.load(Ordering::Relaxed)
     }
 
     /// The texts that answer one message, in order. A plugin failure
@@ -122,7 +152,7 @@ impl Bot {
         let texts = self.events(now, sender, message).and_then(|events| {
             let mut out = Vec::new();
             for e in &events {
-                out.extend(self.phrase(e)?);
+                out.extend(self.phrase(sender, e)?);
             }
             Ok(out)
         });

@@ -84,7 +84,7 @@ pub async fn run_live(
                 if notice.to != sender {
                     continue;
                 }
-                let texts = bot.phrase(&notice.event).unwrap_or_else(|e| {
+                let texts = bot.phrase(&notice.to, &notice.event).unwrap_or_else(|e| {
                     vec![format!("Sorry, something went wrong on our side: {e}")]
                 });
                 writeln!(output)?;

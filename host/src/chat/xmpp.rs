@@ -289,7 +289,7 @@ async fn run(
             }
             Some((to, outgoing)) = notices.recv() => {
                 match outgoing {
-                    Outgoing::Event(event) => match bot.phrase(&event) {
+                    Outgoing::Event(event) => match bot.phrase(&to.to_string(), &event) {
                         Ok(texts) => out.extend(texts.into_iter().map(|t| Stanza::from(chat(to.clone().into(), t)))),
                         Err(e) => tracing::error!(error = %e, "cannot phrase a notice"),
                     },

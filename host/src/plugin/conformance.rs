@@ -1,12 +1,18 @@
-//! Each slot's conformance set: golden inputs with the outcomes any version
-//! of that slot must produce before it may replace the running one.
+//! Each slot's conformance set: inputs with the outcomes any version of
+//! that slot must produce before it may replace the running one.
 //!
 //! The sets pin down what the seed requires and leave room for what
 //! operators change: a parser may add aliases but must read the seed's
 //! commands exactly; a router may rank as it likes but must honour `via` and
 //! must not ring a busy or declining callee again; a reply may be in any
 //! language but must carry the facts (who, which provider, how long).
+//!
+//! The senders, numbers, addresses and provider names are drawn afresh on
+//! every run ([`Draw`]), within the shapes the contract allows, so a plugin
+//! cannot recognise the check and behave only while it is watched.
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use wasmtime::Store;
 
 use super::sandbox::{Failure, Runtime, Sandbox};
@@ -18,30 +24,107 @@ use super::types::{
 use super::validate;
 use super::world::{Parser, Replies, Router, World};
 
-/// How many times a case is run when it misses the deadline. The deadline
-/// is wall-clock time, so a busy host can preempt a good plugin past it;
-/// a plugin that is really too slow misses it every time.
+/// How many times a case is run when it is still running at the wall-clock
+/// backstop: a stalled host can hold a good plugin past it; a plugin that
+/// really stalls does every time. Work is bounded by fuel, which a busy
+/// host does not change.
 const DEADLINE_TRIES: usize = 3;
 
-/// Runs one conformance case.
+/// The version label used in logs while a candidate is being checked.
+const CANDIDATE: &str = "candidate";
+
+/// The values one conformance run uses, drawn from a seeded generator.
+pub(crate) struct Draw {
+    rng: StdRng,
+    /// The run's sender / account.
+    sender: String,
+}
+
+impl Draw {
+    /// Values drawn from a fresh random seed.
+    pub(crate) fn fresh() -> Draw {
+        Draw::seeded(rand::rng().random())
+    }
+
+    /// Values drawn from `seed` (for tests that replay a run).
+    pub(crate) fn seeded(seed: u64) -> Draw {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let sender = format!("{}@{}", word(&mut rng, 3, 10), domain(&mut rng));
+        Draw { rng, sender }
+    }
+
+    /// A phone number in the contract's form: a country code first (no
+    /// leading 0), 9 to 13 digits in all.
+    fn number(&mut self) -> String {
+        let len = self.rng.random_range(9..=13);
+        let mut n = String::with_capacity(len);
+        n.push(char::from(b'1' + self.rng.random_range(0..9u8)));
+        while n.len() < len {
+            n.push(char::from(b'0' + self.rng.random_range(0..10u8)));
+        }
+        n
+    }
+
+    /// A provider name: 3 to 9 upper-case letters, never a command word.
+    fn provider(&mut self) -> String {
+        loop {
+            let name = word(&mut self.rng, 3, 9).to_ascii_uppercase();
+            if !["VIA", "ADD", "DEL", "LIST", "HANGUP", "HELP", "BALANCE"].contains(&name.as_str())
+            {
+                return name;
+            }
+        }
+    }
+
+    /// `count` distinct provider names.
+    fn providers(&mut self, count: usize) -> Vec<String> {
+        let mut names: Vec<String> = Vec::with_capacity(count);
+        while names.len() < count {
+            let name = self.provider();
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        names
+    }
+
+    /// An IM or SIP address `user@domain`.
+    fn address(&mut self) -> String {
+        format!("{}@{}", word(&mut self.rng, 2, 10), domain(&mut self.rng))
+    }
+
+    fn between(&mut self, low: u32, high: u32) -> u32 {
+        self.rng.random_range(low..=high)
+    }
+}
+
+/// Lower-case letters, `min` to `max` of them.
+fn word(rng: &mut StdRng, min: usize, max: usize) -> String {
+    let len = rng.random_range(min..=max);
+    (0..len)
+        .map(|_| char::from(b'a' + rng.random_range(0..26u8)))
+        .collect()
+}
+
+fn domain(rng: &mut StdRng) -> String {
+    let tld = ["com", "org", "net", "de", "co.uk", "example"][rng.random_range(0..6)];
+    format!("{}.{tld}", word(rng, 2, 12))
+}
+
+/// Runs one conformance case; returns its result and the fuel it used.
 fn run<W: World, R>(
     runtime: &Runtime,
     pre: &W::Pre,
     call: impl Fn(&W, &mut Store<Sandbox>) -> wasmtime::Result<R>,
-) -> Result<R, Failure> {
+) -> Result<(R, u64), Failure> {
     let mut tries = 1;
     loop {
-        match runtime.run::<W, R>(pre, CANDIDATE, None, &call) {
+        match runtime.run::<W, R>(pre, CANDIDATE, None, &call, |_| Ok(())) {
             Err(Failure::Deadline) if tries < DEADLINE_TRIES => tries += 1,
             result => return result,
         }
     }
 }
-
-/// The sender conformance messages come from.
-const SENDER: &str = "conformance@switchboard.invalid";
-/// The version label used in logs while a candidate is being checked.
-const CANDIDATE: &str = "candidate";
 
 fn leg(scheme: Scheme, address: &str) -> Leg {
     Leg {
@@ -65,101 +148,99 @@ fn callback(source: Leg, destination: Leg, via: Option<(&str, &str)>) -> Command
 
 /// The parser set: the seed's example commands with their exact meaning,
 /// and messages that must be refused.
-fn parser_cases() -> Vec<(&'static str, Option<Command>)> {
-    let source = || phone("442071234567");
-    let destination = || phone("4915112345678");
+fn parser_cases(draw: &mut Draw) -> Vec<(String, Option<Command>)> {
+    let (src, dst, added) = (draw.number(), draw.number(), draw.number());
+    let (gtalk, msn, sip, friend) = (
+        draw.address(),
+        draw.address(),
+        draw.address(),
+        draw.address(),
+    );
+    let yahoo = word(&mut draw.rng, 3, 12);
+    let via = draw.providers(3);
+    let (p1, p2, p3) = (&via[0], &via[1], &via[2]);
+    let source = || phone(&src);
+    let destination = || phone(&dst);
     vec![
         (
-            "CALLBACK +442071234567 +4915112345678",
+            format!("CALLBACK +{src} +{dst}"),
             Some(callback(source(), destination(), None)),
         ),
         (
-            "CALLBACK +442071234567 +4915112345678 via MKS AVANGARD",
-            Some(callback(source(), destination(), Some(("MKS", "AVANGARD")))),
+            format!("CALLBACK +{src} +{dst} via {p1} {p2}"),
+            Some(callback(source(), destination(), Some((p1, p2)))),
         ),
         (
-            "CALLBACK gtalk:ruslan@gmail.com +4915112345678",
-            Some(callback(
-                leg(Scheme::Gtalk, "ruslan@gmail.com"),
-                destination(),
-                None,
-            )),
+            format!("CALLBACK gtalk:{gtalk} +{dst}"),
+            Some(callback(leg(Scheme::Gtalk, &gtalk), destination(), None)),
         ),
         (
-            "CALLBACK msn:ruslan@hotmail.com +4915112345678",
-            Some(callback(
-                leg(Scheme::Msn, "ruslan@hotmail.com"),
-                destination(),
-                None,
-            )),
+            format!("CALLBACK msn:{msn} +{dst}"),
+            Some(callback(leg(Scheme::Msn, &msn), destination(), None)),
         ),
         (
-            "CALLBACK yahoo:ruslan +4915112345678",
-            Some(callback(leg(Scheme::Yahoo, "ruslan"), destination(), None)),
+            format!("CALLBACK yahoo:{yahoo} +{dst}"),
+            Some(callback(leg(Scheme::Yahoo, &yahoo), destination(), None)),
         ),
         (
-            "CALLBACK sip:ruslan@sip.example.com +4915112345678",
-            Some(callback(
-                leg(Scheme::Sip, "ruslan@sip.example.com"),
-                destination(),
-                None,
-            )),
+            format!("CALLBACK sip:{sip} +{dst}"),
+            Some(callback(leg(Scheme::Sip, &sip), destination(), None)),
         ),
         (
-            "CALLBACK +442071234567 gtalk:friend@gmail.com",
-            Some(callback(
-                source(),
-                leg(Scheme::Gtalk, "friend@gmail.com"),
-                None,
-            )),
+            format!("CALLBACK +{src} gtalk:{friend}"),
+            Some(callback(source(), leg(Scheme::Gtalk, &friend), None)),
         ),
         (
-            "CALLBACK +442071234567 sip:friend@example.org",
-            Some(callback(
-                source(),
-                leg(Scheme::Sip, "friend@example.org"),
-                None,
-            )),
+            format!("CALLBACK +{src} sip:{friend}"),
+            Some(callback(source(), leg(Scheme::Sip, &friend), None)),
         ),
         (
-            "CALLBACK phone:442071234567 phone:4915112345678",
+            format!("CALLBACK phone:{src} phone:{dst}"),
             Some(callback(source(), destination(), None)),
         ),
         (
-            "  callback   +442071234567\t+4915112345678 ",
+            format!("  callback   +{src}\t+{dst} "),
             Some(callback(source(), destination(), None)),
         ),
-        ("LIST", Some(Command::List)),
-        ("list", Some(Command::List)),
-        ("HANGUP", Some(Command::Hangup)),
+        ("LIST".into(), Some(Command::List)),
+        ("list".into(), Some(Command::List)),
+        ("HANGUP".into(), Some(Command::Hangup)),
         (
-            "ADD +33142685300",
+            format!("ADD +{added}"),
             Some(Command::Add(AddArgs {
-                leg: phone("33142685300"),
+                leg: phone(&added),
                 provider: None,
             })),
         ),
         (
-            "ADD +33142685300 PROXICOM",
+            format!("ADD +{added} {p3}"),
             Some(Command::Add(AddArgs {
-                leg: phone("33142685300"),
-                provider: Some("PROXICOM".into()),
+                leg: phone(&added),
+                provider: Some(p3.clone()),
             })),
         ),
-        ("DEL +33142685300", Some(Command::Del(phone("33142685300")))),
-        ("", None),
-        ("DIAL +442071234567", None),
-        ("CALLBACK +442071234567", None),
-        ("CALLBACK skype:bob +4915112345678", None),
+        (format!("DEL +{added}"), Some(Command::Del(phone(&added)))),
+        (String::new(), None),
+        (format!("DIAL +{src}"), None),
+        (format!("CALLBACK +{src}"), None),
+        (format!("CALLBACK skype:{yahoo} +{dst}"), None),
     ]
 }
 
-pub(crate) fn parser(runtime: &Runtime, pre: &<Parser as World>::Pre) -> Result<(), String> {
-    for (message, expected) in parser_cases() {
-        let got = run::<Parser, _>(runtime, pre, |p, store| {
-            p.call_parse(store, message, SENDER)
+/// Runs the parser set; returns the most fuel one case used.
+pub(crate) fn parser(
+    runtime: &Runtime,
+    pre: &<Parser as World>::Pre,
+    draw: &mut Draw,
+) -> Result<u64, String> {
+    let sender = draw.sender.clone();
+    let mut most = 0;
+    for (message, expected) in parser_cases(draw) {
+        let (got, fuel) = run::<Parser, _>(runtime, pre, |p, store| {
+            p.call_parse(store, &message, &sender)
         })
         .map_err(|f| format!("parse({message:?}) {f}"))?;
+        most = most.max(fuel);
         validate::parsed(&got, runtime.limits())
             .map_err(|why| format!("parse({message:?}) returned {why}"))?;
         match (&expected, &got) {
@@ -177,7 +258,7 @@ pub(crate) fn parser(runtime: &Runtime, pre: &<Parser as World>::Pre) -> Result<
             }
         }
     }
-    Ok(())
+    Ok(most)
 }
 
 /// A provider on offer with these figures (40 attempts, PDD 1.5 s).
@@ -204,12 +285,28 @@ pub(crate) fn candidate(
 }
 
 /// A request to route the destination `+4915112345678`.
+#[cfg(test)]
 pub(crate) fn route_request(requested: Option<&str>, candidates: Vec<Candidate>) -> RouteRequest {
+    request_for(
+        "conformance@switchboard.invalid",
+        "4915112345678",
+        requested,
+        candidates,
+    )
+}
+
+/// A request from `account` to route the destination `number`.
+fn request_for(
+    account: &str,
+    number: &str,
+    requested: Option<&str>,
+    candidates: Vec<Candidate>,
+) -> RouteRequest {
     RouteRequest {
-        leg: phone("4915112345678"),
+        leg: phone(number),
         role: LegRole::Destination,
         account: Account {
-            id: SENDER.into(),
+            id: account.into(),
             balance: 10_000_000,
         },
         requested_provider: requested.map(Into::into),
@@ -217,40 +314,58 @@ pub(crate) fn route_request(requested: Option<&str>, candidates: Vec<Candidate>)
     }
 }
 
-pub(crate) fn router(runtime: &Runtime, pre: &<Router as World>::Pre) -> Result<(), String> {
+/// Runs the router set; returns the most fuel one case used.
+pub(crate) fn router(
+    runtime: &Runtime,
+    pre: &<Router as World>::Pre,
+    draw: &mut Draw,
+) -> Result<u64, String> {
+    let names = draw.providers(3);
+    let prices: Vec<i64> = (0..3)
+        .map(|_| i64::from(draw.between(1_000, 90_000)))
+        .collect();
+    let asr: Vec<u32> = (0..2).map(|_| draw.between(1_000, 9_000)).collect();
+    let acd: Vec<u32> = (0..2).map(|_| draw.between(20, 300)).collect();
     let offered = || {
         vec![
-            candidate("PROXICOM", 14_000, Some(6_000), Some(90)),
-            candidate("PAKLINE", 12_040, Some(5_000), Some(120)),
-            candidate("MKS", 9_000, None, None),
+            candidate(&names[0], prices[0], Some(asr[0]), Some(acd[0])),
+            candidate(&names[1], prices[1], Some(asr[1]), Some(acd[1])),
+            candidate(&names[2], prices[2], None, None),
         ]
     };
-    let route = |request: &RouteRequest| {
-        let attempts = run::<Router, _>(runtime, pre, |r, store| r.call_route(store, request))
-            .map_err(|f| format!("route {f}"))?;
+    let (sender, number) = (draw.sender.clone(), draw.number());
+    let request =
+        |requested: Option<&str>, candidates| request_for(&sender, &number, requested, candidates);
+    let mut most = 0;
+    let mut route = |request: &RouteRequest| {
+        let (attempts, fuel) =
+            run::<Router, _>(runtime, pre, |r, store| r.call_route(store, request))
+                .map_err(|f| format!("route {f}"))?;
+        most = most.max(fuel);
         validate::attempts(&attempts, request, runtime.limits())
             .map_err(|why| format!("route returned {why}"))?;
         Ok::<_, String>(attempts)
     };
 
-    let open = route_request(None, offered());
+    let open = request(None, offered());
     if route(&open)?.is_empty() {
         return Err("route found no provider although three serve the destination".into());
     }
-    let via = route_request(Some("PAKLINE"), offered());
-    let names: Vec<String> = route(&via)?.into_iter().map(|a| a.provider).collect();
-    if names != ["PAKLINE"] {
+    let chosen = &names[draw.between(0, 2) as usize];
+    let via = request(Some(chosen), offered());
+    let got: Vec<String> = route(&via)?.into_iter().map(|a| a.provider).collect();
+    if got != [chosen.clone()] {
         return Err(format!(
-            "route with 'via PAKLINE' gave {names:?}, expected only PAKLINE"
+            "route with 'via {chosen}' gave {got:?}, expected only {chosen}"
         ));
     }
-    let none = route_request(None, Vec::new());
+    let none = request(None, Vec::new());
     if !route(&none)?.is_empty() {
         return Err("route offered attempts for a destination no provider serves".into());
     }
 
     let failed = super::types::Attempt {
-        provider: "PROXICOM".into(),
+        provider: names[0].clone(),
     };
     for (status, want) in [
         (486, Failover::Stop),
@@ -260,41 +375,54 @@ pub(crate) fn router(runtime: &Runtime, pre: &<Router as World>::Pre) -> Result<
         (480, Failover::TryNext),
         (503, Failover::TryNext),
     ] {
-        let got = run::<Router, _>(runtime, pre, |r, store| {
+        let (got, fuel) = run::<Router, _>(runtime, pre, |r, store| {
             r.call_on_failure(store, &open, &failed, status)
         })
         .map_err(|f| format!("on-failure {f}"))?;
+        most = most.max(fuel);
         if got != want {
             return Err(format!(
                 "on-failure after SIP {status} gave {got:?}, expected {want:?}"
             ));
         }
     }
-    Ok(())
+    Ok(most)
 }
 
 /// The replies set: one event of each kind, with the facts its text must carry.
-fn replies_cases() -> Vec<(Event, Vec<&'static str>)> {
-    let source = phone("442071234567");
-    let destination = phone("4915112345678");
+fn replies_cases(draw: &mut Draw) -> Vec<(Event, Vec<String>)> {
+    let (src, dst, added, refused) = (draw.number(), draw.number(), draw.number(), draw.number());
+    let names = draw.providers(3);
+    let (p1, p2, unknown) = (names[0].clone(), names[1].clone(), names[2].clone());
+    let friend = draw.address();
+    let (secs, warning, status) = (
+        draw.between(1, 7_200),
+        draw.between(10, 600),
+        [500, 502, 503, 504, 403, 404][draw.between(0, 5) as usize],
+    );
+    let word = word(&mut draw.rng, 4, 8).to_ascii_uppercase();
+    let currency = ["EUR", "USD", "GBP", "CHF"][draw.between(0, 3) as usize].to_string();
+    let price = |d: &mut Draw| i64::from(d.between(1_000, 90_000));
+    let (source, destination) = (phone(&src), phone(&dst));
+    let syntax = format!("CALLBACK {} SourceLeg DestinationLeg", word.to_lowercase());
     vec![
         (
             Event::Calling(Calling {
                 role: LegRole::Source,
                 leg: source.clone(),
-                price_per_minute: 14_000,
-                provider: Some("PROXICOM".into()),
+                price_per_minute: price(draw),
+                provider: Some(p1.clone()),
             }),
-            vec!["442071234567", "PROXICOM"],
+            vec![src.clone(), p1.clone()],
         ),
         (
             Event::Calling(Calling {
                 role: LegRole::Destination,
-                leg: leg(Scheme::Sip, "friend@example.org"),
+                leg: leg(Scheme::Sip, &friend),
                 price_per_minute: 0,
                 provider: None,
             }),
-            vec!["friend@example.org"],
+            vec![friend.clone()],
         ),
         (
             Event::Answered(Answered {
@@ -308,7 +436,7 @@ fn replies_cases() -> Vec<(Event, Vec<&'static str>)> {
         (
             Event::Answered(Answered {
                 role: LegRole::Additional,
-                leg: phone("33142685300"),
+                leg: phone(&added),
                 leg_price_per_minute: 14_000,
                 session_price_per_minute: 40_040,
             }),
@@ -320,58 +448,58 @@ fn replies_cases() -> Vec<(Event, Vec<&'static str>)> {
                 leg: destination.clone(),
                 reason: LegFailure::Busy,
             }),
-            vec!["4915112345678"],
+            vec![dst.clone()],
         ),
         (
             Event::LegFailed(LegFailed {
                 role: LegRole::Source,
                 leg: source.clone(),
                 reason: LegFailure::SipError(SipFailure {
-                    status: 503,
+                    status,
                     reason: "Service Unavailable".into(),
                 }),
             }),
-            vec!["442071234567", "503"],
+            vec![src.clone(), status.to_string()],
         ),
         (
             Event::LegList(vec![
                 ListedLeg {
                     role: LegRole::Source,
                     leg: source.clone(),
-                    provider: Some("PROXICOM".into()),
+                    provider: Some(p1.clone()),
                 },
                 ListedLeg {
                     role: LegRole::Destination,
                     leg: destination.clone(),
-                    provider: Some("PAKLINE".into()),
+                    provider: Some(p2.clone()),
                 },
             ]),
-            vec!["442071234567", "PROXICOM", "4915112345678", "PAKLINE"],
+            vec![src.clone(), p1.clone(), dst.clone(), p2.clone()],
         ),
         (Event::LegList(Vec::new()), vec![]),
         (
             Event::SessionEnded(SessionEnded {
-                charged_secs: 37,
+                charged_secs: secs,
                 cost: 16_058,
                 reason: EndReason::EndedByHangup,
             }),
-            vec!["37"],
+            vec![secs.to_string()],
         ),
-        (Event::CreditWarning(60), vec!["60"]),
+        (Event::CreditWarning(warning), vec![warning.to_string()]),
         (
             Event::Balance(Balance {
                 amount: 4_500_000,
-                currency: "EUR".into(),
+                currency: currency.clone(),
             }),
-            vec!["EUR"],
+            vec![currency],
         ),
         (Event::Help, vec![]),
         (
             Event::Error(Error::Parse(ParseError {
-                reason: "unknown command 'DIAL'".into(),
-                syntax: "CALLBACK SourceLeg DestinationLeg".into(),
+                reason: format!("unknown command '{word}'"),
+                syntax: syntax.clone(),
             })),
-            vec!["DIAL", "CALLBACK SourceLeg DestinationLeg"],
+            vec![word.clone(), syntax],
         ),
         (
             Event::Error(Error::InsufficientCredit(InsufficientCredit {
@@ -381,41 +509,48 @@ fn replies_cases() -> Vec<(Event, Vec<&'static str>)> {
             vec![],
         ),
         (
-            Event::Error(Error::UnknownProvider("NOPE".into())),
-            vec!["NOPE"],
+            Event::Error(Error::UnknownProvider(unknown.clone())),
+            vec![unknown],
         ),
         (
             Event::Error(Error::WrongState(WrongState {
                 command: "ADD".into(),
                 state: "no call in progress".into(),
             })),
-            vec!["ADD"],
+            vec!["ADD".into()],
         ),
         (Event::Error(Error::CannotDrop(LegRole::Source)), vec![]),
         (
-            Event::Error(Error::LegNotFound(phone("33142685300"))),
-            vec!["33142685300"],
+            Event::Error(Error::LegNotFound(phone(&added))),
+            vec![added.clone()],
         ),
         (
-            Event::Error(Error::NumberRefused(phone("112"))),
-            vec!["112"],
+            Event::Error(Error::NumberRefused(phone(&refused))),
+            vec![refused],
         ),
         (Event::Error(Error::CallsUnavailable), vec![]),
         (Event::Error(Error::RateLimited), vec![]),
     ]
 }
 
-pub(crate) fn replies(runtime: &Runtime, pre: &<Replies as World>::Pre) -> Result<(), String> {
-    for (event, facts) in replies_cases() {
-        let text = run::<Replies, _>(runtime, pre, |r, store| r.call_render(store, &event))
+/// Runs the replies set; returns the most fuel one case used.
+pub(crate) fn replies(
+    runtime: &Runtime,
+    pre: &<Replies as World>::Pre,
+    draw: &mut Draw,
+) -> Result<u64, String> {
+    let mut most = 0;
+    for (event, facts) in replies_cases(draw) {
+        let (text, fuel) = run::<Replies, _>(runtime, pre, |r, store| r.call_render(store, &event))
             .map_err(|f| format!("render({event:?}) {f}"))?;
+        most = most.max(fuel);
         validate::rendered(&text, runtime.limits())
             .map_err(|why| format!("render({event:?}) returned {why}"))?;
-        if let Some(missing) = facts.iter().find(|fact| !text.contains(*fact)) {
+        if let Some(missing) = facts.iter().find(|fact| !text.contains(fact.as_str())) {
             return Err(format!(
                 "render({event:?}) gave {text:?}, which does not mention {missing:?}"
             ));
         }
     }
-    Ok(())
+    Ok(most)
 }

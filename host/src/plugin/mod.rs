@@ -13,6 +13,7 @@
 mod bindings;
 mod conformance;
 mod limits;
+mod precheck;
 mod sandbox;
 mod shadow;
 mod slot;
@@ -35,7 +36,6 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
-use sandbox::Runtime;
 use slot::Slot;
 use types::{Attempt, Command, Event, Failover, ParseError, RouteRequest};
 use world::{Parser, Replies, Router};
@@ -57,6 +57,12 @@ pub enum PluginError {
         /// Why.
         source: std::io::Error,
     },
+    /// The component is over a size or shape cap; refused before compiling.
+    #[error("the plugin is too big: {0}")]
+    TooBig(String),
+    /// The same bytes were refused before; they are not compiled again.
+    #[error("refused before: {0}")]
+    RefusedBefore(String),
     /// The bytes are not a WebAssembly component that wasmtime can compile.
     #[error("not a valid WebAssembly component: {0}")]
     Compile(String),
@@ -229,12 +235,27 @@ pub enum Reply {
 /// The three plugin slots and the sandbox they run in. Shared by every task
 /// of the host; all methods take `&self`.
 pub struct PluginHost {
-    runtime: Runtime,
+    limits: Limits,
     parser: Slot<Parser>,
     router: Slot<Router>,
     replies: Slot<Replies>,
     /// A candidate router answering beside the active one, if loaded.
     shadow: arc_swap::ArcSwapOption<shadow::Shadow>,
+}
+
+/// Reads a component file, refusing one over `max` bytes before reading it.
+pub fn read_component(path: &Path, max: usize) -> Result<Vec<u8>, PluginError> {
+    let read_error = |source| PluginError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let size = std::fs::metadata(path).map_err(read_error)?.len();
+    if size > max as u64 {
+        return Err(PluginError::TooBig(format!(
+            "{size} bytes, over the {max} byte limit for a component"
+        )));
+    }
+    std::fs::read(path).map_err(read_error)
 }
 
 /// The embedded default plugins, built from `guest-examples/` by `host/build.rs`.
@@ -247,12 +268,11 @@ mod embedded {
 impl PluginHost {
     /// A host running the embedded default plugins under `limits`.
     pub fn new(limits: Limits) -> Result<PluginHost, PluginError> {
-        let runtime = Runtime::new(limits)?;
-        let parser = Slot::embedded(&runtime, embedded::PARSER)?;
-        let router = Slot::embedded(&runtime, embedded::ROUTER)?;
-        let replies = Slot::embedded(&runtime, embedded::REPLIES)?;
+        let parser = Slot::embedded(limits.clone(), embedded::PARSER)?;
+        let router = Slot::embedded(limits.clone(), embedded::ROUTER)?;
+        let replies = Slot::embedded(limits.clone(), embedded::REPLIES)?;
         Ok(PluginHost {
-            runtime,
+            limits,
             parser,
             router,
             replies,
@@ -262,28 +282,39 @@ impl PluginHost {
 
     /// The limits every plugin call runs under.
     pub fn limits(&self) -> &Limits {
-        self.runtime.limits()
+        &self.limits
     }
 
-    /// Parses a chat message with the parser slot.
+    /// Parses a chat message with the parser slot. An instance is reused
+    /// only for the same `sender`.
     pub fn parse(
         &self,
         message: &str,
         sender: &str,
     ) -> Result<Answer<Result<Command, ParseError>>, PluginError> {
         let limits = self.limits();
-        self.parser.call(
-            &self.runtime,
+        let answer = self.parser.call(
+            sender,
             |bindings, store| bindings.call_parse(store, message, sender),
             |parsed| validate::parsed(parsed, limits),
-        )
+        )?;
+        if let Ok(command) = &answer.value
+            && let Some(leg) = validate::phone_leg_not_in(command, message)
+        {
+            self.parser.flag(
+                &answer.version,
+                &format!("phone leg {leg} does not appear in the message"),
+            );
+        }
+        Ok(answer)
     }
 
-    /// Ranks the providers for one leg with the router slot.
+    /// Ranks the providers for one leg with the router slot. An instance is
+    /// reused only for the same account.
     pub fn route(&self, request: &RouteRequest) -> Result<Answer<Vec<Attempt>>, PluginError> {
         let limits = self.limits();
         let answer = self.router.call(
-            &self.runtime,
+            &request.account.id,
             |bindings, store| bindings.call_route(store, request),
             |attempts| validate::attempts(attempts, request, limits),
         )?;
@@ -299,7 +330,8 @@ impl PluginHost {
     /// ([`PluginHost::shadow_stats`]). Its answers never reach a call. It
     /// replaces any earlier shadow; it must pass the router's checks.
     pub fn load_shadow(&self, bytes: &[u8], origin: &str) -> Result<VersionId, PluginError> {
-        let shadow = shadow::Shadow::start(self.limits(), bytes, origin)?;
+        let fuel = self.router.runtime().fuel();
+        let shadow = shadow::Shadow::start(self.limits(), fuel, bytes, origin)?;
         self.shadow.store(Some(Arc::new(shadow)));
         tracing::info!(version = %VersionId::of(bytes), origin, "shadow router loaded");
         Ok(VersionId::of(bytes))
@@ -336,17 +368,18 @@ impl PluginHost {
         sip_status: u16,
     ) -> Result<Answer<Failover>, PluginError> {
         self.router.call(
-            &self.runtime,
+            &request.account.id,
             |bindings, store| bindings.call_on_failure(store, request, failed, sip_status),
             |_| Ok(()),
         )
     }
 
-    /// Phrases an event with the replies slot.
-    pub fn render(&self, event: &Event) -> Result<Answer<String>, PluginError> {
+    /// Phrases an event for `recipient` (the user the message goes to) with
+    /// the replies slot. An instance is reused only for the same recipient.
+    pub fn render(&self, recipient: &str, event: &Event) -> Result<Answer<String>, PluginError> {
         let limits = self.limits();
         self.replies.call(
-            &self.runtime,
+            recipient,
             |bindings, store| bindings.call_render(store, event),
             |text| validate::rendered(text, limits),
         )
@@ -363,18 +396,16 @@ impl PluginHost {
         origin: &str,
     ) -> Result<VersionId, PluginError> {
         match slot {
-            SlotName::Parser => self.parser.load(&self.runtime, bytes, origin),
-            SlotName::Router => self.router.load(&self.runtime, bytes, origin),
-            SlotName::Replies => self.replies.load(&self.runtime, bytes, origin),
+            SlotName::Parser => self.parser.load(bytes, origin),
+            SlotName::Router => self.router.load(bytes, origin),
+            SlotName::Replies => self.replies.load(bytes, origin),
         }
     }
 
     /// [`PluginHost::load`] from a file.
+    /// A file over [`Limits::component_bytes`] is refused without being read.
     pub fn load_file(&self, slot: SlotName, path: &Path) -> Result<VersionId, PluginError> {
-        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes = read_component(path, self.limits.component_bytes)?;
         self.load(slot, &bytes, &path.display().to_string())
     }
 
@@ -413,29 +444,36 @@ impl PluginHost {
     /// compiled and type-checked but not conformance-tested; the call runs
     /// under the usual limits and its result is checked against the contract.
     pub fn try_plugin(&self, bytes: &[u8], call: &Call) -> Result<Reply, PluginError> {
-        let rt = &self.runtime;
         let limits = self.limits();
         let id = VersionId::of(bytes);
         let failed = |f: sandbox::Failure| PluginError::CallFailed(f.to_string());
-        let invalid =
-            |why: String| PluginError::CallFailed(format!("returned an invalid result: {why}"));
         match call {
             Call::Parse { message, sender } => {
+                let rt = self.parser.runtime();
                 let pre = rt.prepare::<Parser>(bytes)?;
-                let parsed = rt
-                    .run::<Parser, _>(&pre, id.as_str(), None, |p, s| {
-                        p.call_parse(s, message, sender)
-                    })
+                let (parsed, _) = rt
+                    .run::<Parser, _>(
+                        &pre,
+                        id.as_str(),
+                        None,
+                        |p, s| p.call_parse(s, message, sender),
+                        |parsed| validate::parsed(parsed, limits),
+                    )
                     .map_err(failed)?;
-                validate::parsed(&parsed, limits).map_err(invalid)?;
                 Ok(Reply::Parsed(parsed))
             }
             Call::Route(request) => {
+                let rt = self.router.runtime();
                 let pre = rt.prepare::<Router>(bytes)?;
-                let attempts = rt
-                    .run::<Router, _>(&pre, id.as_str(), None, |r, s| r.call_route(s, request))
+                let (attempts, _) = rt
+                    .run::<Router, _>(
+                        &pre,
+                        id.as_str(),
+                        None,
+                        |r, s| r.call_route(s, request),
+                        |attempts| validate::attempts(attempts, request, limits),
+                    )
                     .map_err(failed)?;
-                validate::attempts(&attempts, request, limits).map_err(invalid)?;
                 Ok(Reply::Routed(attempts))
             }
             Call::OnFailure {
@@ -443,20 +481,31 @@ impl PluginHost {
                 failed: attempt,
                 sip_status,
             } => {
+                let rt = self.router.runtime();
                 let pre = rt.prepare::<Router>(bytes)?;
-                let decision = rt
-                    .run::<Router, _>(&pre, id.as_str(), None, |r, s| {
-                        r.call_on_failure(s, request, attempt, *sip_status)
-                    })
+                let (decision, _) = rt
+                    .run::<Router, _>(
+                        &pre,
+                        id.as_str(),
+                        None,
+                        |r, s| r.call_on_failure(s, request, attempt, *sip_status),
+                        |_| Ok(()),
+                    )
                     .map_err(failed)?;
                 Ok(Reply::Failover(decision))
             }
             Call::Render(event) => {
+                let rt = self.replies.runtime();
                 let pre = rt.prepare::<Replies>(bytes)?;
-                let text = rt
-                    .run::<Replies, _>(&pre, id.as_str(), None, |r, s| r.call_render(s, event))
+                let (text, _) = rt
+                    .run::<Replies, _>(
+                        &pre,
+                        id.as_str(),
+                        None,
+                        |r, s| r.call_render(s, event),
+                        |text| validate::rendered(text, limits),
+                    )
                     .map_err(failed)?;
-                validate::rendered(&text, limits).map_err(invalid)?;
                 Ok(Reply::Rendered(text))
             }
         }
@@ -466,9 +515,9 @@ impl PluginHost {
     /// conformance) without loading it; returns the version id it would have.
     pub fn check(&self, slot: SlotName, bytes: &[u8]) -> Result<VersionId, PluginError> {
         match slot {
-            SlotName::Parser => Slot::<Parser>::check(&self.runtime, bytes),
-            SlotName::Router => Slot::<Router>::check(&self.runtime, bytes),
-            SlotName::Replies => Slot::<Replies>::check(&self.runtime, bytes),
+            SlotName::Parser => self.parser.check(bytes),
+            SlotName::Router => self.router.check(bytes),
+            SlotName::Replies => self.replies.check(bytes),
         }
     }
 }

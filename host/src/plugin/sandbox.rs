@@ -5,7 +5,7 @@
 //! (`log`).
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -17,6 +17,7 @@ use wasmtime::{
 };
 
 use super::bindings::parser::switchboard::plugin::{host, types};
+use super::precheck;
 use super::world::World;
 use super::{Limits, PluginError, SlotName};
 
@@ -44,27 +45,35 @@ const STD_STUBS: &[&str] = &[
     "wasi:io/poll",
 ];
 
-/// Pool room for idle instances: three slots, up to six versions each
-/// (active, four replaced, embedded), [`IDLE_PER_VERSION`] idle instances each.
-const IDLE_BUDGET: u32 = 3 * 6 * IDLE_PER_VERSION as u32;
+/// Pool room for idle instances of one slot: up to six versions (active,
+/// four replaced, embedded), [`IDLE_PER_VERSION`] idle instances each.
+const IDLE_BUDGET: u32 = 6 * IDLE_PER_VERSION as u32;
 
-/// Idle instances one version keeps for reuse.
-pub(crate) const IDLE_PER_VERSION: usize = 4;
+/// Idle instances one version keeps for reuse (each kept for one user).
+pub(crate) const IDLE_PER_VERSION: usize = 8;
+
+/// The fuel budget before a slot has measured its embedded default.
+const UNMEASURED_FUEL: u64 = 1_000_000_000;
 
 /// The interfaces the host itself provides, at a compatible version.
 const PROVIDED: &[&str] = &["switchboard:plugin/host", "switchboard:plugin/types"];
 
-/// The engine and linker shared by every slot, and the limits of each call.
+/// The engine, its instance pool and linker for one slot, and the limits of
+/// each call. Every slot (and a shadow router) has its own, so a plugin that
+/// fills its pool cannot starve another slot.
 pub(crate) struct Runtime {
     engine: Engine,
     linker: Linker<Sandbox>,
     limits: Limits,
+    slot: SlotName,
+    /// Fuel each call and each instantiation gets.
+    fuel: AtomicU64,
     clock_stop: Arc<AtomicBool>,
 }
 
 impl Runtime {
-    /// Sets up the engine for `limits` and starts its clock thread.
-    pub(crate) fn new(limits: Limits) -> Result<Runtime, PluginError> {
+    /// Sets up an engine for `slot` under `limits` and starts its clock thread.
+    pub(crate) fn new(limits: Limits, slot: SlotName) -> Result<Runtime, PluginError> {
         let engine_error = |e: wasmtime::Error| PluginError::Engine(format!("{e:#}"));
         // Calls in flight, plus the idle instances each version may keep.
         let instances = limits
@@ -76,6 +85,9 @@ impl Runtime {
             .total_core_instances(instances.saturating_mul(8))
             .total_memories(instances.saturating_mul(2))
             .total_tables(instances.saturating_mul(8))
+            .max_memories_per_component(limits.memories_per_component)
+            .max_tables_per_component(limits.tables_per_component)
+            .max_core_instances_per_component(limits.core_instances_per_component)
             .max_memory_size(limits.memory_bytes)
             // Reset a freed memory by rewriting only the pages the call
             // dirtied (PAGEMAP_SCAN, Linux 6.7+), keeping them mapped, so
@@ -87,6 +99,7 @@ impl Runtime {
         config
             .wasm_component_model(true)
             .epoch_interruption(true)
+            .consume_fuel(true)
             .max_wasm_stack(limits.stack_bytes)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(engine_error)?;
@@ -101,7 +114,7 @@ impl Runtime {
         let clock_engine = engine.clone();
         let stop = clock_stop.clone();
         thread::Builder::new()
-            .name("plugin-clock".into())
+            .name(format!("plugin-clock-{slot}"))
             .spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     thread::sleep(TICK);
@@ -114,6 +127,8 @@ impl Runtime {
             engine,
             linker,
             limits,
+            slot,
+            fuel: AtomicU64::new(UNMEASURED_FUEL),
             clock_stop,
         })
     }
@@ -123,8 +138,33 @@ impl Runtime {
         &self.limits
     }
 
-    /// Compiles `bytes`, checks its imports and type-checks it against `W`'s world.
+    /// The fuel each call and each instantiation gets.
+    pub(crate) fn fuel(&self) -> u64 {
+        self.fuel.load(Ordering::Relaxed)
+    }
+
+    /// Sets the fuel budget.
+    pub(crate) fn set_fuel(&self, fuel: u64) {
+        self.fuel.store(fuel, Ordering::Relaxed);
+    }
+
+    /// Sizes the fuel budget from what the embedded default used at most in
+    /// one conformance case: that times [`Limits::fuel_margin`], at least
+    /// [`Limits::min_fuel`].
+    pub(crate) fn size_fuel(&self, measured: u64) -> u64 {
+        let budget = measured
+            .saturating_mul(self.limits.fuel_margin.max(1))
+            .max(self.limits.min_fuel);
+        self.fuel.store(budget, Ordering::Relaxed);
+        tracing::debug!(slot = %self.slot, measured, budget, "plugin fuel budget");
+        budget
+    }
+
+    /// Checks the component's shape with `wasmparser` (size, functions,
+    /// code, data, per the limits), then compiles `bytes`, checks its
+    /// imports and type-checks it against `W`'s world.
     pub(crate) fn prepare<W: World>(&self, bytes: &[u8]) -> Result<W::Pre, PluginError> {
+        precheck::check(bytes, &self.limits)?;
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| PluginError::Compile(format!("{e:#}")))?;
         let mut linker = self.linker.clone();
@@ -141,25 +181,30 @@ impl Runtime {
     }
 
     /// Runs `call` on an instance of `pre` under the limits: an idle one
-    /// from `warm` if there is one, else a fresh one. The instance goes back
-    /// to `warm` afterwards unless the call failed or the instance has
-    /// served [`Limits::calls_per_instance`] calls. With no `warm`, every
-    /// call gets a fresh instance.
+    /// that served the same `owner` from `warm` if there is one, else a
+    /// fresh one. `check` judges the result; the instance goes back to
+    /// `warm` only if the call succeeded, its result passed `check`, and it
+    /// has served fewer than [`Limits::calls_per_instance`] calls. With no
+    /// `warm`, every call gets a fresh instance. Returns the result and the
+    /// fuel the call used.
     pub(crate) fn run<W: World, R>(
         &self,
         pre: &W::Pre,
         version: &str,
-        warm: Option<&WarmInstances<W>>,
+        warm: Option<(&WarmInstances<W>, &str)>,
         call: impl FnOnce(&W, &mut Store<Sandbox>) -> wasmtime::Result<R>,
-    ) -> Result<R, Failure> {
-        let mut instance = match warm.and_then(WarmInstances::take) {
+        check: impl FnOnce(&R) -> Result<(), String>,
+    ) -> Result<(R, u64), Failure> {
+        let reused = warm.and_then(|(warm, owner)| warm.take(owner));
+        let mut instance = match reused {
             Some(instance) => instance,
             None => self.instantiate(pre, version)?,
         };
         let store = &mut instance.store;
         store.data_mut().start_call(&self.limits);
-        self.arm_deadline(store);
+        self.arm(store);
         let result = call(&instance.bindings, store);
+        let used = self.fuel().saturating_sub(store.get_fuel().unwrap_or(0));
         let sandbox = store.data();
         if sandbox.logs_dropped > 0 {
             tracing::warn!(
@@ -171,17 +216,19 @@ impl Runtime {
         }
         let memory_denied = sandbox.memory_denied;
         instance.calls += 1;
-        if let Some(warm) = warm
-            && result.is_ok()
+        let value = result.map_err(|e| Failure::classify(&e, memory_denied))?;
+        check(&value).map_err(Failure::Invalid)?;
+        if let Some((warm, owner)) = warm
             && instance.calls < self.limits.calls_per_instance
         {
-            warm.put(instance);
+            warm.put(owner, instance);
         }
-        result.map_err(|e| Failure::classify(&e, memory_denied))
+        Ok((value, used))
     }
 
-    /// Sets the store's epoch deadline to the call deadline from now.
-    fn arm_deadline(&self, store: &mut Store<Sandbox>) {
+    /// Gives the store a fresh fuel budget, a fresh copy budget and the
+    /// wall-clock backstop from now.
+    fn arm(&self, store: &mut Store<Sandbox>) {
         let ticks = self
             .limits
             .deadline
@@ -189,6 +236,9 @@ impl Runtime {
             .div_ceil(TICK.as_millis())
             .max(1);
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        // Fuel is enabled on every engine this module makes, so this cannot fail.
+        let _ = store.set_fuel(self.fuel());
+        store.set_hostcall_fuel(hostcall_fuel(&self.limits));
     }
 
     fn instantiate<W: World>(&self, pre: &W::Pre, version: &str) -> Result<Instance<W>, Failure> {
@@ -203,15 +253,31 @@ impl Runtime {
         };
         let mut store = Store::new(&self.engine, sandbox);
         store.limiter(|s| s);
-        self.arm_deadline(&mut store);
+        self.arm(&mut store);
         let bindings =
-            W::instantiate(pre, &mut store).map_err(|e| Failure::Instantiate(format!("{e:#}")))?;
+            W::instantiate(pre, &mut store).map_err(|e| match e.downcast_ref::<Trap>() {
+                Some(Trap::OutOfFuel) => Failure::Fuel,
+                Some(Trap::Interrupt) => Failure::Deadline,
+                _ => Failure::Instantiate(format!("{e:#}")),
+            })?;
         Ok(Instance {
             store,
             bindings,
             calls: 0,
         })
     }
+}
+
+/// What lifting one result (or one `log` line) may copy out of the guest:
+/// the output cap plus room for the values' own structure. wasmtime counts
+/// it while it lifts, so a result whose list entries all point at one big
+/// string is stopped before the host copies it many times over.
+fn hostcall_fuel(limits: &Limits) -> usize {
+    limits
+        .output_bytes
+        .max(limits.log_line_bytes)
+        .saturating_mul(4)
+        .max(64 << 10)
 }
 
 /// A live plugin instance with its store.
@@ -221,9 +287,10 @@ pub(crate) struct Instance<W> {
     calls: u32,
 }
 
-/// Idle instances of one plugin version, kept for the next calls.
+/// Idle instances of one plugin version, kept for the next calls of the
+/// user each last served. An instance is never handed to another user.
 pub(crate) struct WarmInstances<W> {
-    idle: Mutex<Vec<Instance<W>>>,
+    idle: Mutex<Vec<(String, Instance<W>)>>,
     max_idle: usize,
 }
 
@@ -236,15 +303,24 @@ impl<W> WarmInstances<W> {
         }
     }
 
-    fn take(&self) -> Option<Instance<W>> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    /// An idle instance that last served `owner`, if any.
+    fn take(&self, owner: &str) -> Option<Instance<W>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let at = idle.iter().rposition(|(o, _)| o == owner)?;
+        Some(idle.remove(at).1)
     }
 
-    fn put(&self, instance: Instance<W>) {
+    /// Keeps `instance` for `owner`'s next call; the least recently kept
+    /// instance makes room when the version has `max_idle` already.
+    fn put(&self, owner: &str, instance: Instance<W>) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < self.max_idle {
-            idle.push(instance);
+        if self.max_idle == 0 {
+            return;
         }
+        if idle.len() >= self.max_idle {
+            idle.remove(0);
+        }
+        idle.push((owner.to_string(), instance));
     }
 }
 
@@ -325,7 +401,7 @@ impl host::Host for Sandbox {
             return;
         }
         self.log_budget -= 1;
-        let message = cut(&message, self.log_line_bytes);
+        let message = escape(cut(&message, self.log_line_bytes));
         let (slot, version) = (self.slot, &self.version);
         match level {
             host::Level::Debug => tracing::debug!(%slot, %version, "plugin: {message}"),
@@ -337,6 +413,31 @@ impl host::Host for Sandbox {
 }
 
 impl types::Host for Sandbox {}
+
+/// `text` with every control character (CR and LF included), line and
+/// paragraph separator and bidirectional control written as an escape, so a
+/// plugin's log line stays one line and cannot forge a host log line.
+pub(crate) fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if needs_escape(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
 
 /// At most `max` bytes of `text`, cut at a character boundary.
 fn cut(text: &str, max: usize) -> &str {
@@ -353,7 +454,9 @@ fn cut(text: &str, max: usize) -> &str {
 /// Why one call of one version did not give a usable answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Failure {
-    /// It ran past its CPU deadline.
+    /// It used up its fuel budget (instructions).
+    Fuel,
+    /// It was still running at the wall-clock backstop.
     Deadline,
     /// It asked for more memory than its cap.
     Memory,
@@ -370,6 +473,7 @@ pub(crate) enum Failure {
 impl Failure {
     fn classify(error: &wasmtime::Error, memory_denied: bool) -> Failure {
         match error.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => Failure::Fuel,
             Some(Trap::Interrupt) => Failure::Deadline,
             Some(Trap::StackOverflow) => Failure::StackOverflow,
             Some(_) if memory_denied => Failure::Memory,
@@ -377,7 +481,9 @@ impl Failure {
             None if memory_denied => Failure::Memory,
             None => {
                 let cause = error.root_cause().to_string();
-                if cause.starts_with("unknown import") {
+                if cause.contains("fuel allocated for hostcalls") {
+                    Failure::Invalid("a result (or log line) over the host's copy budget".into())
+                } else if cause.starts_with("unknown import") {
                     Failure::Trap(format!(
                         "{cause} (plugins get no stdio, environment or exit; a panic ends here too)"
                     ))
@@ -392,7 +498,8 @@ impl Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::Deadline => f.write_str("ran past its CPU deadline"),
+            Failure::Fuel => f.write_str("used up its fuel budget"),
+            Failure::Deadline => f.write_str("was still running at the wall-clock backstop"),
             Failure::Memory => f.write_str("exceeded its memory cap"),
             Failure::StackOverflow => f.write_str("overflowed its stack"),
             Failure::Trap(why) => write!(f, "trapped: {why}"),

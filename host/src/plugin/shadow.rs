@@ -9,7 +9,6 @@ use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use super::sandbox::Runtime;
 use super::slot::{Slot, VersionId};
 use super::types::{Attempt, RouteRequest};
 use super::world::Router;
@@ -92,8 +91,10 @@ pub(crate) struct Shadow {
 impl Shadow {
     /// Checks `bytes` as a router (compile, imports, conformance) and
     /// starts its thread, with a sandbox of its own under `limits`.
+    /// Its calls get `fuel` each, the active router slot's budget.
     pub(crate) fn start(
         limits: &Limits,
+        fuel: u64,
         bytes: &[u8],
         origin: &str,
     ) -> Result<Shadow, PluginError> {
@@ -102,8 +103,7 @@ impl Shadow {
             max_concurrent_calls: 2,
             ..limits.clone()
         };
-        let runtime = Runtime::new(limits)?;
-        let slot = Slot::<Router>::single(&runtime, bytes, origin)?;
+        let slot = Slot::<Router>::single(limits, fuel, bytes, origin)?;
         let stats = Arc::new(Mutex::new(ShadowStats {
             version: VersionId::of(bytes).as_str().to_string(),
             origin: origin.to_string(),
@@ -117,9 +117,9 @@ impl Shadow {
             .spawn(move || {
                 // Ends when the shadow is replaced or removed.
                 while let Ok(job) = rx.recv() {
-                    let limits = runtime.limits();
+                    let limits = slot.runtime().limits();
                     let answer = slot.call(
-                        &runtime,
+                        &job.request.account.id,
                         |bindings, store| bindings.call_route(store, &job.request),
                         |attempts| validate::attempts(attempts, &job.request, limits),
                     );

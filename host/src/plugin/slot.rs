@@ -1,6 +1,7 @@
 //! One plugin slot: its active version, the versions it replaced (for
 //! fallback and rollback), the embedded default, and its counters.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,10 +12,13 @@ use wasmtime::Store;
 
 use super::sandbox::{Failure, IDLE_PER_VERSION, Runtime, Sandbox, WarmInstances};
 use super::world::World;
-use super::{Answer, PluginError};
+use super::{Answer, Limits, PluginError, conformance};
 
 /// How many replaced versions a slot keeps for fallback and rollback.
 const HISTORY: usize = 4;
+
+/// How many refused content hashes a slot remembers.
+const REFUSED_MEMORY: usize = 64;
 
 /// A loaded plugin version's id: the first 16 hex digits of the SHA-256 of
 /// its bytes. The same file always has the same id; it appears in logs.
@@ -53,6 +57,34 @@ struct Version<W: World> {
     origin: String,
     pre: W::Pre,
     warm: WarmInstances<W>,
+    /// Outcomes of its recent calls as the active version (true = failed).
+    recent: Mutex<VecDeque<bool>>,
+}
+
+impl<W: World> Version<W> {
+    fn new(id: VersionId, origin: &str, pre: W::Pre) -> Version<W> {
+        Version {
+            id,
+            origin: origin.to_string(),
+            pre,
+            warm: WarmInstances::new(IDLE_PER_VERSION),
+            recent: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Records one call's outcome; true when more than `failures` of the
+    /// last `window` calls failed.
+    fn record(&self, failed: bool, failures: u32, window: u32) -> bool {
+        if failures == 0 || window == 0 {
+            return false;
+        }
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.push_back(failed);
+        while recent.len() > window as usize {
+            recent.pop_front();
+        }
+        recent.iter().filter(|f| **f).count() > failures as usize
+    }
 }
 
 /// The versions a slot can answer with, swapped as a whole on reload.
@@ -79,7 +111,9 @@ pub struct SlotStats {
     pub fallbacks: u64,
     /// Calls no version answered.
     pub unanswered: u64,
-    /// Version calls stopped at the CPU deadline.
+    /// Version calls that used up their fuel budget.
+    pub out_of_fuel: u64,
+    /// Version calls stopped at the wall-clock backstop.
     pub deadlines: u64,
     /// Version calls that hit the memory cap.
     pub memory_faults: u64,
@@ -87,14 +121,24 @@ pub struct SlotStats {
     pub traps: u64,
     /// Version calls that returned an invalid result.
     pub invalid: u64,
+    /// Answers accepted but unlike anything conformance accepts (for the
+    /// parser: a phone leg whose digits do not appear in the message). A
+    /// version that behaves only while it is checked shows up here.
+    pub suspicious: u64,
     /// Version calls that could not be instantiated.
     pub instantiation_failures: u64,
     /// New versions made active.
     pub loads: u64,
     /// Candidate versions refused.
     pub rejected: u64,
-    /// Rollbacks made.
+    /// Rollbacks made (by an operator or by the breaker).
     pub rollbacks: u64,
+    /// Automatic rollbacks by the circuit breaker.
+    pub breaker_trips: u64,
+    /// The breaker's last trip: which version it rolled back, and why.
+    pub last_breaker_trip: Option<String>,
+    /// The fuel budget of one call (instructions).
+    pub fuel_budget: u64,
 }
 
 #[derive(Default)]
@@ -102,14 +146,17 @@ struct Counters {
     calls: AtomicU64,
     fallbacks: AtomicU64,
     unanswered: AtomicU64,
+    out_of_fuel: AtomicU64,
     deadlines: AtomicU64,
     memory_faults: AtomicU64,
     traps: AtomicU64,
     invalid: AtomicU64,
+    suspicious: AtomicU64,
     instantiation_failures: AtomicU64,
     loads: AtomicU64,
     rejected: AtomicU64,
     rollbacks: AtomicU64,
+    breaker_trips: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -118,47 +165,69 @@ fn bump(counter: &AtomicU64) {
 
 /// A slot of world `W`.
 pub(crate) struct Slot<W: World> {
+    /// The slot's own engine and instance pool.
+    runtime: Runtime,
     versions: ArcSwap<Versions<W>>,
     embedded: Arc<Version<W>>,
     /// Serialises loads and rollbacks; calls never take it.
     writer: Mutex<()>,
     counters: Counters,
+    /// Content hashes refused before, with the reason, oldest first.
+    refused: Mutex<VecDeque<(VersionId, String)>>,
+    last_trip: Mutex<Option<String>>,
 }
 
 impl<W: World> Slot<W> {
-    /// A slot running the embedded default `bytes`. The default runs its
-    /// conformance set first, so limits it cannot work under are refused
-    /// at start rather than failing every call later.
-    pub(crate) fn embedded(runtime: &Runtime, bytes: &[u8]) -> Result<Slot<W>, PluginError> {
-        let pre = Self::candidate(runtime, bytes).map_err(|e| match e {
+    /// A slot running the embedded default `bytes` in a runtime of its own
+    /// under `limits`. The default runs its conformance set first, so
+    /// limits it cannot work under are refused at start rather than failing
+    /// every call later; the fuel it used sizes the slot's budget.
+    pub(crate) fn embedded(limits: Limits, bytes: &[u8]) -> Result<Slot<W>, PluginError> {
+        let runtime = Runtime::new(limits, W::SLOT)?;
+        let limits_error = |e: PluginError| match e {
             PluginError::Conformance { slot, reason } => PluginError::Limits(format!(
                 "the embedded {slot} plugin fails its conformance set under these limits: {reason}"
             )),
             other => other,
-        })?;
-        Ok(Self::with(bytes, "embedded", pre))
+        };
+        let pre = runtime.prepare::<W>(bytes).map_err(limits_error)?;
+        let measured = W::conformance(&runtime, &pre, &mut conformance::Draw::fresh())
+            .map_err(|reason| PluginError::Conformance {
+                slot: W::SLOT,
+                reason,
+            })
+            .map_err(limits_error)?;
+        runtime.size_fuel(measured);
+        // The budget it will live under must be enough for it too.
+        W::conformance(&runtime, &pre, &mut conformance::Draw::fresh())
+            .map_err(|reason| PluginError::Conformance {
+                slot: W::SLOT,
+                reason,
+            })
+            .map_err(limits_error)?;
+        Ok(Self::with(runtime, bytes, "embedded", pre))
     }
 
     /// A slot running `bytes` alone, with no other version to fall back to
-    /// (a shadow candidate); refused like any candidate that fails its checks.
+    /// (a shadow candidate), in a runtime of its own whose fuel budget is
+    /// `fuel`; refused like any candidate that fails its checks.
     pub(crate) fn single(
-        runtime: &Runtime,
+        limits: Limits,
+        fuel: u64,
         bytes: &[u8],
         origin: &str,
     ) -> Result<Slot<W>, PluginError> {
-        let pre = Self::candidate(runtime, bytes)?;
-        Ok(Self::with(bytes, origin, pre))
+        let runtime = Runtime::new(limits, W::SLOT)?;
+        runtime.set_fuel(fuel);
+        let pre = Self::candidate(&runtime, bytes)?;
+        Ok(Self::with(runtime, bytes, origin, pre))
     }
 
-    fn with(bytes: &[u8], origin: &str, pre: W::Pre) -> Slot<W> {
-        let embedded = Arc::new(Version {
-            id: VersionId::of(bytes),
-            origin: origin.into(),
-            pre,
-            warm: WarmInstances::new(IDLE_PER_VERSION),
-        });
-        tracing::debug!(slot = %W::SLOT, version = %embedded.id, "ready");
+    fn with(runtime: Runtime, bytes: &[u8], origin: &str, pre: W::Pre) -> Slot<W> {
+        let embedded = Arc::new(Version::new(VersionId::of(bytes), origin, pre));
+        tracing::debug!(slot = %W::SLOT, version = %embedded.id, fuel = runtime.fuel(), "ready");
         Slot {
+            runtime,
             versions: ArcSwap::from_pointee(Versions {
                 active: embedded.clone(),
                 history: Vec::new(),
@@ -166,15 +235,24 @@ impl<W: World> Slot<W> {
             embedded,
             writer: Mutex::new(()),
             counters: Counters::default(),
+            refused: Mutex::new(VecDeque::new()),
+            last_trip: Mutex::new(None),
         }
+    }
+
+    /// The slot's runtime (its limits and fuel budget).
+    pub(crate) fn runtime(&self) -> &Runtime {
+        &self.runtime
     }
 
     /// Calls the active version; on failure the last known-good version,
     /// then the embedded default. `check` rejects results the contract
     /// forbids.
+    /// An instance is reused only for calls of the same `owner` (the user
+    /// the call is made for).
     pub(crate) fn call<R>(
         &self,
-        runtime: &Runtime,
+        owner: &str,
         call: impl Fn(&W, &mut Store<Sandbox>) -> wasmtime::Result<R>,
         check: impl Fn(&R) -> Result<(), String>,
     ) -> Result<Answer<R>, PluginError> {
@@ -195,17 +273,19 @@ impl<W: World> Slot<W> {
         }
 
         for (index, version) in chain.into_iter().enumerate() {
-            let result = runtime
+            let result = self
+                .runtime
                 .run::<W, R>(
                     &version.pre,
                     version.id.as_str(),
-                    Some(&version.warm),
+                    Some((&version.warm, owner)),
                     &call,
+                    &check,
                 )
-                .and_then(|value| match check(&value) {
-                    Ok(()) => Ok(value),
-                    Err(why) => Err(Failure::Invalid(why)),
-                });
+                .map(|(value, _fuel)| value);
+            if index == 0 {
+                self.breaker(version, result.as_ref().err());
+            }
             match result {
                 Ok(value) => {
                     if index > 0 {
@@ -233,9 +313,56 @@ impl<W: World> Slot<W> {
         Err(PluginError::Unanswered(W::SLOT))
     }
 
+    /// Counts the active version's outcome, and rolls it back to the last
+    /// known-good version when too many of its recent calls failed.
+    fn breaker(&self, version: &Arc<Version<W>>, failure: Option<&Failure>) {
+        let limits = self.runtime.limits();
+        if !version.record(
+            failure.is_some(),
+            limits.breaker_failures,
+            limits.breaker_window,
+        ) {
+            return;
+        }
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.versions.load_full();
+        if current.active.id != version.id {
+            return; // someone else swapped it meanwhile
+        }
+        let mut history = current.history.clone();
+        let fallback = history.pop().unwrap_or_else(|| self.embedded.clone());
+        if fallback.id == version.id {
+            return; // the embedded default has nothing to fall back to
+        }
+        let why = format!(
+            "version {} ({}) failed more than {} of its last {} calls, the last one {}; rolled back to {}",
+            version.id,
+            version.origin,
+            limits.breaker_failures,
+            limits.breaker_window,
+            failure.map(ToString::to_string).unwrap_or_default(),
+            fallback.id
+        );
+        self.versions.store(Arc::new(Versions {
+            active: fallback,
+            history,
+        }));
+        bump(&self.counters.rollbacks);
+        bump(&self.counters.breaker_trips);
+        tracing::error!(slot = %W::SLOT, "circuit breaker: {why}");
+        *self.last_trip.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+    }
+
+    /// Counts an answer that conformance would not have accepted.
+    pub(crate) fn flag(&self, version: &VersionId, why: &str) {
+        bump(&self.counters.suspicious);
+        tracing::warn!(slot = %W::SLOT, %version, "suspicious plugin answer: {why}");
+    }
+
     fn count(&self, failure: &Failure) {
         let c = &self.counters;
         bump(match failure {
+            Failure::Fuel => &c.out_of_fuel,
             Failure::Deadline => &c.deadlines,
             Failure::Memory => &c.memory_faults,
             Failure::StackOverflow | Failure::Trap(_) => &c.traps,
@@ -245,30 +372,27 @@ impl<W: World> Slot<W> {
     }
 
     /// Compiles, checks and conformance-tests `bytes`, then makes it active.
-    pub(crate) fn load(
-        &self,
-        runtime: &Runtime,
-        bytes: &[u8],
-        origin: &str,
-    ) -> Result<VersionId, PluginError> {
+    /// Bytes refused before are refused again at once, without compiling.
+    pub(crate) fn load(&self, bytes: &[u8], origin: &str) -> Result<VersionId, PluginError> {
         let id = VersionId::of(bytes);
         if self.versions.load().active.id == id {
             return Ok(id);
         }
-        let pre = match Self::candidate(runtime, bytes) {
+        if let Some(why) = self.refused_before(&id) {
+            bump(&self.counters.rejected);
+            tracing::warn!(slot = %W::SLOT, version = %id, %origin, "plugin refused before, not compiled again: {why}");
+            return Err(PluginError::RefusedBefore(why));
+        }
+        let pre = match Self::candidate(&self.runtime, bytes) {
             Ok(pre) => pre,
             Err(e) => {
                 bump(&self.counters.rejected);
                 tracing::warn!(slot = %W::SLOT, version = %id, %origin, "plugin rejected: {e}");
+                self.remember_refusal(id, &e);
                 return Err(e);
             }
         };
-        let version = Arc::new(Version {
-            id: id.clone(),
-            origin: origin.to_string(),
-            pre,
-            warm: WarmInstances::new(IDLE_PER_VERSION),
-        });
+        let version = Arc::new(Version::new(id.clone(), origin, pre));
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.versions.load_full();
         let mut history: Vec<_> = current
@@ -293,16 +417,41 @@ impl<W: World> Slot<W> {
         Ok(id)
     }
 
-    /// Checks `bytes` as a candidate without loading it.
-    pub(crate) fn check(runtime: &Runtime, bytes: &[u8]) -> Result<VersionId, PluginError> {
-        Self::candidate(runtime, bytes).map(|_| VersionId::of(bytes))
+    fn refused_before(&self, id: &VersionId) -> Option<String> {
+        let refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        refused
+            .iter()
+            .find(|(r, _)| r == id)
+            .map(|(_, why)| why.clone())
     }
 
+    /// Remembers why `id` was refused, unless the refusal may not happen
+    /// again (a file that could not be read, an instance pool that was full).
+    fn remember_refusal(&self, id: VersionId, error: &PluginError) {
+        if matches!(error, PluginError::Read { .. } | PluginError::Engine(_)) {
+            return;
+        }
+        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        refused.push_back((id, error.to_string()));
+        while refused.len() > REFUSED_MEMORY {
+            refused.pop_front();
+        }
+    }
+
+    /// Checks `bytes` as a candidate without loading it.
+    pub(crate) fn check(&self, bytes: &[u8]) -> Result<VersionId, PluginError> {
+        Self::candidate(&self.runtime, bytes).map(|_| VersionId::of(bytes))
+    }
+
+    /// Compiles and checks `bytes` and runs the conformance set, drawn
+    /// afresh, under the slot's fuel budget.
     fn candidate(runtime: &Runtime, bytes: &[u8]) -> Result<W::Pre, PluginError> {
         let pre = runtime.prepare::<W>(bytes)?;
-        W::conformance(runtime, &pre).map_err(|reason| PluginError::Conformance {
-            slot: W::SLOT,
-            reason,
+        W::conformance(runtime, &pre, &mut conformance::Draw::fresh()).map_err(|reason| {
+            PluginError::Conformance {
+                slot: W::SLOT,
+                reason,
+            }
         })?;
         Ok(pre)
     }
@@ -338,14 +487,23 @@ impl<W: World> Slot<W> {
             calls: read(&c.calls),
             fallbacks: read(&c.fallbacks),
             unanswered: read(&c.unanswered),
+            out_of_fuel: read(&c.out_of_fuel),
             deadlines: read(&c.deadlines),
             memory_faults: read(&c.memory_faults),
             traps: read(&c.traps),
             invalid: read(&c.invalid),
+            suspicious: read(&c.suspicious),
             instantiation_failures: read(&c.instantiation_failures),
             loads: read(&c.loads),
             rejected: read(&c.rejected),
             rollbacks: read(&c.rollbacks),
+            breaker_trips: read(&c.breaker_trips),
+            last_breaker_trip: self
+                .last_trip
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            fuel_budget: self.runtime.fuel(),
         }
     }
 }

@@ -52,12 +52,53 @@ pub(crate) fn attempts(
     within(bytes, limits)
 }
 
-/// A rendered reply: not empty, within the cap.
+/// A rendered reply: not empty, within the cap, and only characters a chat
+/// message can carry and a terminal shows as text: no C0 control but `\n`
+/// and `\t`, no DEL or C1 control (terminal escapes), no U+FFFE/U+FFFF or
+/// other noncharacters (which XML, hence XMPP, cannot carry), no line or
+/// paragraph separators and no bidirectional overrides (which make text
+/// read as something else).
 pub(crate) fn rendered(text: &str, limits: &Limits) -> Result<(), String> {
     if text.trim().is_empty() {
         return Err("an empty reply".into());
     }
-    within(text.len(), limits)
+    within(text.len(), limits)?;
+    if let Some((at, c)) = text.char_indices().find(|(_, c)| !reply_char(*c)) {
+        return Err(format!(
+            "a reply with the character U+{:04X} at byte {at}, which replies may not hold",
+            c as u32
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a reply may hold `c`.
+fn reply_char(c: char) -> bool {
+    match c {
+        '\n' | '\t' => true,
+        c if c.is_control() => false,
+        '\u{2028}' | '\u{2029}' => false,
+        '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' => false,
+        '\u{fdd0}'..='\u{fdef}' => false,
+        c => (c as u32) & 0xfffe != 0xfffe,
+    }
+}
+
+/// A phone leg of `command` whose digits do not appear in `message` (read
+/// as digits only, a leading `00` allowed for `+`): the default parser never
+/// returns one, so a parser that does is flagged.
+pub(crate) fn phone_leg_not_in(command: &Command, message: &str) -> Option<String> {
+    let digits: String = message.chars().filter(char::is_ascii_digit).collect();
+    let legs: Vec<&Leg> = match command {
+        Command::Callback(args) => vec![&args.source, &args.destination],
+        Command::Add(args) => vec![&args.leg],
+        Command::Del(leg) => vec![leg],
+        Command::List | Command::Hangup | Command::Help | Command::Balance => Vec::new(),
+    };
+    legs.into_iter()
+        .filter(|leg| leg.scheme == Scheme::Phone)
+        .find(|leg| !digits.contains(leg.address.as_str()))
+        .map(|leg| leg.address.clone())
 }
 
 fn within(bytes: usize, limits: &Limits) -> Result<(), String> {
@@ -180,6 +221,47 @@ mod tests {
             address: "x".into(),
         };
         assert!(parsed(&Ok(Command::Del(other)), &limits).is_err());
+    }
+
+    #[test]
+    fn replies_carry_only_text() {
+        let limits = Limits::default();
+        assert!(rendered("Calling source: 44\tfine\nnext line ü €", &limits).is_ok());
+        for bad in [
+            "nul\0",
+            "vt\u{b}",
+            "esc\u{1b}[2J",
+            "cr\r",
+            "del\u{7f}",
+            "csi\u{9b}",
+            "sep\u{2028}",
+            "rlo\u{202e}",
+            "iso\u{2066}",
+            "nonchar\u{fffe}",
+            "nonchar\u{ffff}",
+            "nonchar\u{1fffe}",
+            "fdd0\u{fdd0}",
+        ] {
+            assert!(rendered(bad, &limits).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn phone_legs_must_come_from_the_message() {
+        let del = |n: &str| Command::Del(phone(n));
+        assert_eq!(
+            phone_leg_not_in(&del("442071234567"), "DEL +44 (20) 7123-4567"),
+            None
+        );
+        assert_eq!(
+            phone_leg_not_in(&del("442071234567"), "DEL 00442071234567"),
+            None
+        );
+        assert_eq!(
+            phone_leg_not_in(&del("4915199999999"), "DEL +4915112345678"),
+            Some("4915199999999".into())
+        );
+        assert_eq!(phone_leg_not_in(&Command::List, "LIST"), None);
     }
 
     #[test]

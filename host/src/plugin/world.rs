@@ -5,6 +5,7 @@ use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
 use super::bindings::{parser, replies, router};
+use super::conformance::Draw;
 use super::sandbox::{Runtime, Sandbox};
 use super::{SlotName, conformance};
 
@@ -21,8 +22,9 @@ pub(crate) trait World: Sized + Send + Sync + 'static {
     /// A fresh instance in `store`.
     fn instantiate(pre: &Self::Pre, store: &mut Store<Sandbox>) -> wasmtime::Result<Self>;
 
-    /// Runs the slot's conformance set; the error names the first case that failed.
-    fn conformance(runtime: &Runtime, pre: &Self::Pre) -> Result<(), String>;
+    /// Runs the slot's conformance set with values from `draw`; returns the
+    /// most fuel one case used, or an error that names the first case that failed.
+    fn conformance(runtime: &Runtime, pre: &Self::Pre, draw: &mut Draw) -> Result<u64, String>;
 }
 
 /// The parser world.
@@ -44,8 +46,8 @@ impl World for Parser {
         pre.instantiate(store)
     }
 
-    fn conformance(runtime: &Runtime, pre: &Self::Pre) -> Result<(), String> {
-        conformance::parser(runtime, pre)
+    fn conformance(runtime: &Runtime, pre: &Self::Pre, draw: &mut Draw) -> Result<u64, String> {
+        conformance::parser(runtime, pre, draw)
     }
 }
 
@@ -61,8 +63,8 @@ impl World for Router {
         pre.instantiate(store)
     }
 
-    fn conformance(runtime: &Runtime, pre: &Self::Pre) -> Result<(), String> {
-        conformance::router(runtime, pre)
+    fn conformance(runtime: &Runtime, pre: &Self::Pre, draw: &mut Draw) -> Result<u64, String> {
+        conformance::router(runtime, pre, draw)
     }
 }
 
@@ -78,7 +80,7 @@ impl World for Replies {
         pre.instantiate(store)
     }
 
-    fn conformance(runtime: &Runtime, pre: &Self::Pre) -> Result<(), String> {
-        conformance::replies(runtime, pre)
+    fn conformance(runtime: &Runtime, pre: &Self::Pre, draw: &mut Draw) -> Result<u64, String> {
+        conformance::replies(runtime, pre, draw)
     }
 }

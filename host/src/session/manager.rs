@@ -18,7 +18,7 @@ use crate::billing::{Billing, unix_ms};
 use crate::chat::Sessions;
 use crate::media::{EngineEvent, MediaEngine};
 use crate::plugin::PluginHost;
-use crate::plugin::types::{Balance, Command, EndReason, Error, Event, Scheme, WrongState};
+use crate::plugin::types::{Balance, Command, EndReason, Error, Event, Leg, Scheme, WrongState};
 use crate::sip::SipService;
 
 pub use crate::chat::Notice;
@@ -38,9 +38,11 @@ pub struct Services {
     /// The account currency, for BALANCE.
     pub currency: String,
     /// Provider name → its SIP address, for request URIs.
-    pub providers: HashMap<String, String>,
+    pub providers: HashMap<String, std::net::SocketAddr>,
     /// Counters for metrics.
     pub counters: SessionCounters,
+    /// What `sip:` legs may reach.
+    pub sip_rules: super::target::SipLegRules,
     notices: mpsc::UnboundedSender<Notice>,
     live: Mutex<HashMap<String, Vec<Live>>>,
     up: Mutex<HashMap<String, bool>>,
@@ -122,11 +124,50 @@ impl Services {
         up.get(name).copied()
     }
 
-    pub(super) fn provider_address(&self, name: &str) -> String {
-        self.providers
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| name.to_string())
+    pub(super) fn provider_address(&self, name: &str) -> Option<std::net::SocketAddr> {
+        self.providers.get(name).copied()
+    }
+}
+
+/// The rules for `sip:` legs: `[sessions] sip_legs`, with every provider,
+/// gateway and own SIP address refused as a host.
+fn sip_leg_rules(
+    config: &SessionConfig,
+    providers: &[crate::sip::Provider],
+    sip: &SipService,
+    policy: crate::billing::policy::Policy,
+) -> super::target::SipLegRules {
+    let mut rules = super::target::SipLegRules::new(config.sip_legs, Vec::new(), policy);
+    for p in providers {
+        rules.refuse_addr(p.address);
+    }
+    for (_, addr) in sip.local_addrs() {
+        rules.refuse_addr(*addr);
+    }
+    for template in config.gateways.values() {
+        if let Ok(uri) = super::target::gateway_uri(template, "user") {
+            rules
+                .refused
+                .push((uri.host().clone(), uri.port().unwrap_or(5060)));
+        }
+    }
+    rules
+}
+
+/// Why `leg` (not a phone leg) may not be rung, as the error to tell the
+/// user; none when it may.
+pub(super) fn leg_refusal(services: &Services, leg: &Leg, command: &str) -> Option<Error> {
+    use super::target::TargetError;
+    match super::target::resolve(leg, &services.config.gateways, &services.sip_rules) {
+        Ok(_) | Err(TargetError::Unreachable(_)) => None,
+        Err(TargetError::NumberRefused(_)) => Some(Error::NumberRefused(leg.clone())),
+        Err(TargetError::HostRefused(why) | TargetError::BadAddress(why)) => {
+            tracing::info!(%why, "sip: leg refused");
+            Some(Error::WrongState(crate::plugin::types::WrongState {
+                command: command.into(),
+                state: why,
+            }))
+        }
     }
 }
 
@@ -159,7 +200,9 @@ impl SessionManager {
     ) -> (Arc<SessionManager>, mpsc::UnboundedReceiver<Notice>) {
         let (notices, notice_rx) = mpsc::unbounded_channel();
         let (count, count_rx) = watch::channel(0);
+        let sip_rules = sip_leg_rules(&config, providers, &sip, billing.policy().clone());
         let services = Arc::new(Services {
+            sip_rules,
             sip,
             media,
             billing,
@@ -168,7 +211,7 @@ impl SessionManager {
             currency,
             providers: providers
                 .iter()
-                .map(|p| (p.name.clone(), p.address.to_string()))
+                .map(|p| (p.name.clone(), p.address))
                 .collect(),
             counters: SessionCounters::default(),
             notices,
@@ -300,16 +343,25 @@ impl SessionManager {
     }
 
     fn start_session(&self, owner: &str, args: crate::plugin::types::CallbackArgs) -> Vec<Event> {
-        // A number the policy refuses is refused before anyone is rung.
+        // A number the policy refuses, or a sip: leg the rules refuse, is
+        // refused before anyone is rung.
         for leg in [&args.source, &args.destination] {
-            if leg.scheme == Scheme::Phone
-                && self.services.billing.policy().check(&leg.address).is_err()
-            {
+            let refusal = if leg.scheme == Scheme::Phone {
+                self.services
+                    .billing
+                    .policy()
+                    .check(&leg.address)
+                    .err()
+                    .map(|_| Error::NumberRefused(leg.clone()))
+            } else {
+                leg_refusal(&self.services, leg, "CALLBACK")
+            };
+            if let Some(error) = refusal {
                 self.services
                     .counters
                     .refused
                     .fetch_add(1, Ordering::Relaxed);
-                return vec![Event::Error(Error::NumberRefused(leg.clone()))];
+                return vec![Event::Error(error)];
             }
         }
         let (inbox, messages) = mpsc::unbounded_channel();

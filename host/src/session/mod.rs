@@ -60,6 +60,15 @@ pub struct SessionConfig {
     /// `gtalk = "sip:{user}@gtalk-gateway.example"`. `{user}` is replaced by
     /// the leg's address. A scheme without a template cannot be reached.
     pub gateways: BTreeMap<String, String>,
+    /// Which hosts `sip:` legs may reach: `"any"`, `"public-only"` (the
+    /// default) or `"off"`. Whatever it says, a `sip:` leg may not reach a
+    /// configured provider, a gateway or one of our own SIP addresses, and
+    /// a user part that is an emergency, denied or premium number is refused.
+    pub sip_legs: target::SipLegs,
+    /// After a 486 Busy Here, 600 Busy Everywhere or 603 Decline the callee
+    /// is not rung again through another provider, whatever the router
+    /// plugin says. On by default.
+    pub never_ring_busy_again: bool,
 }
 
 impl Default for SessionConfig {
@@ -68,6 +77,8 @@ impl Default for SessionConfig {
             max_per_user: 1,
             ring_timeout_secs: 45,
             gateways: BTreeMap::new(),
+            sip_legs: target::SipLegs::default(),
+            never_ring_busy_again: true,
         }
     }
 }

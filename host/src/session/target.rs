@@ -1,8 +1,11 @@
 //! Where a leg is rung: phone numbers through a provider the router picks,
 //! `sip:` URIs directly, IM addresses through the configured gateway.
 
+use std::net::{IpAddr, SocketAddr};
+
+use crate::billing::policy::Policy;
 use crate::plugin::types::{Leg, Scheme};
-use crate::sip::message::SipUri;
+use crate::sip::{TargetUri, UriHost};
 
 /// How to reach one leg.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,7 +13,7 @@ pub enum Target {
     /// A phone number (digits, country code first): routed through providers, paid.
     Phone(String),
     /// A SIP URI called directly, free.
-    Direct(String),
+    Direct(TargetUri),
 }
 
 /// Why a leg has no target.
@@ -22,6 +25,127 @@ pub enum TargetError {
     /// The address does not make a SIP URI.
     #[error("{0}")]
     BadAddress(String),
+    /// The user part of a `sip:` leg is a number the policy refuses
+    /// (emergency, denied or premium-rate).
+    #[error("{0}")]
+    NumberRefused(String),
+    /// The host of a `sip:` leg may not be called directly.
+    #[error("{0}")]
+    HostRefused(String),
+}
+
+/// Which hosts `sip:` legs may reach (`[sessions] sip_legs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SipLegs {
+    /// Any host, loopback and private ones included (labs, tests, the demo).
+    Any,
+    /// Public hosts only: no loopback, private, link-local, unspecified,
+    /// multicast or shared (CGNAT) address, and no `localhost`, `.local`,
+    /// `.internal`, `.lan` or `.home.arpa` name.
+    #[default]
+    PublicOnly,
+    /// No `sip:` legs at all.
+    Off,
+}
+
+/// What a `sip:` leg may not reach, whatever `sip_legs` says: the
+/// configured providers, the gateways and our own SIP addresses. A call to
+/// a number goes through a phone leg, which is routed and billed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SipLegRules {
+    /// Which hosts are allowed at all.
+    pub mode: SipLegs,
+    /// Hosts (with their port, 5060 when none is written) that are ours or
+    /// our trunks'.
+    pub refused: Vec<(UriHost, u16)>,
+    /// The number policy applied to user parts that are numbers.
+    pub policy: Policy,
+}
+
+impl SipLegRules {
+    /// Rules for `mode` that refuse every provider, gateway and own address in `refused`.
+    pub fn new(mode: SipLegs, refused: Vec<(UriHost, u16)>, policy: Policy) -> SipLegRules {
+        SipLegRules {
+            mode,
+            refused,
+            policy,
+        }
+    }
+
+    /// Adds a socket address to the refused hosts.
+    pub fn refuse_addr(&mut self, addr: SocketAddr) {
+        self.refused.push((UriHost::Ip(addr.ip()), addr.port()));
+    }
+
+    /// Checks a `sip:` leg's URI against the rules.
+    pub fn check(&self, uri: &TargetUri) -> Result<(), TargetError> {
+        if self.mode == SipLegs::Off {
+            return Err(TargetError::HostRefused(
+                "sip: legs are turned off on this service".into(),
+            ));
+        }
+        if let Some(digits) = uri.user_digits()
+            && let Err(refusal) = self.policy.check(&digits)
+            && !matches!(refusal, crate::billing::policy::Refusal::NotANumber { .. })
+        {
+            return Err(TargetError::NumberRefused(refusal.to_string()));
+        }
+        let port = uri.port().unwrap_or(5060);
+        let ours = self.refused.iter().any(|(host, p)| {
+            host == uri.host() && (*p == port || self.mode == SipLegs::PublicOnly)
+        });
+        if ours {
+            return Err(TargetError::HostRefused(format!(
+                "sip: legs may not go to this service's own trunks or addresses ({}); to call a number, use a phone leg, which is billed",
+                uri.host()
+            )));
+        }
+        if self.mode == SipLegs::PublicOnly && !public(uri.host()) {
+            return Err(TargetError::HostRefused(format!(
+                "sip: legs may only reach public hosts, and {} is not one",
+                uri.host()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Whether a host is a public one (see [`SipLegs::PublicOnly`]).
+fn public(host: &UriHost) -> bool {
+    match host {
+        UriHost::Ip(IpAddr::V4(ip)) => {
+            let o = ip.octets();
+            !(ip.is_loopback()
+                || ip.is_private()
+                || ip.is_link_local()
+                || ip.is_unspecified()
+                || ip.is_multicast()
+                || ip.is_broadcast()
+                || ip.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (64..128).contains(&o[1])))
+        }
+        UriHost::Ip(IpAddr::V6(ip)) => {
+            let first = ip.segments()[0];
+            if let Some(v4) = ip.to_ipv4_mapped() {
+                return public(&UriHost::Ip(IpAddr::V4(v4)));
+            }
+            !(ip.is_loopback()
+                || ip.is_unspecified()
+                || ip.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80)
+        }
+        UriHost::Name(name) => {
+            let name = name.as_str();
+            !(name == "localhost"
+                || [".localhost", ".local", ".internal", ".lan", ".home.arpa"]
+                    .iter()
+                    .any(|suffix| name.ends_with(suffix))
+                || !name.contains('.'))
+        }
+    }
 }
 
 /// The name of a leg's scheme as written before the colon.
@@ -39,7 +163,7 @@ pub fn scheme_name(scheme: &Scheme) -> &str {
 
 /// The SIP URI a gateway template gives for `user`; the template must hold
 /// `{user}` and make a SIP URI.
-pub fn gateway_uri(template: &str, user: &str) -> Result<String, TargetError> {
+pub fn gateway_uri(template: &str, user: &str) -> Result<TargetUri, TargetError> {
     if !template.contains("{user}") {
         return Err(TargetError::BadAddress(
             "the template must contain {user}".into(),
@@ -54,20 +178,27 @@ pub fn gateway_uri(template: &str, user: &str) -> Result<String, TargetError> {
         )));
     }
     let uri = template.replace("{user}", user);
-    SipUri::parse(&uri).map_err(|e| TargetError::BadAddress(format!("{uri:?}: {e}")))?;
-    Ok(uri)
+    TargetUri::parse(&uri).map_err(|e| TargetError::BadAddress(format!("{uri:?}: {e}")))
 }
 
-/// Where `leg` is rung, given the gateway templates.
+/// Where `leg` is rung, given the gateway templates and the rules for
+/// `sip:` legs. A `sip:` leg is parsed strictly and checked against `rules`.
 pub fn resolve(
     leg: &Leg,
     gateways: &std::collections::BTreeMap<String, String>,
+    rules: &SipLegRules,
 ) -> Result<Target, TargetError> {
     match &leg.scheme {
         Scheme::Phone => Ok(Target::Phone(leg.address.clone())),
         Scheme::Sip => {
-            let uri = format!("sip:{}", leg.address);
-            SipUri::parse(&uri).map_err(|e| TargetError::BadAddress(format!("{uri:?}: {e}")))?;
+            let text = format!("sip:{}", leg.address);
+            let uri = TargetUri::parse(&text).map_err(|e| {
+                TargetError::BadAddress(format!(
+                    "{:?} is not a SIP address: {e}",
+                    text.chars().take(80).collect::<String>()
+                ))
+            })?;
+            rules.check(&uri)?;
             Ok(Target::Direct(uri))
         }
         other => {
@@ -98,23 +229,92 @@ mod tests {
     fn schemes_resolve() {
         let mut gateways = BTreeMap::new();
         gateways.insert("gtalk".to_string(), "sip:{user}@127.0.0.1:5090".to_string());
+        let any = SipLegRules::new(SipLegs::Any, Vec::new(), Policy::default());
+        let uri = |t: &str| TargetUri::parse(t).expect("uri");
         assert_eq!(
-            resolve(&leg(Scheme::Phone, "442071234567"), &gateways),
+            resolve(&leg(Scheme::Phone, "442071234567"), &gateways, &any),
             Ok(Target::Phone("442071234567".into()))
         );
         assert_eq!(
-            resolve(&leg(Scheme::Sip, "alice@127.0.0.1:5080"), &gateways),
-            Ok(Target::Direct("sip:alice@127.0.0.1:5080".into()))
+            resolve(&leg(Scheme::Sip, "alice@127.0.0.1:5080"), &gateways, &any),
+            Ok(Target::Direct(uri("sip:alice@127.0.0.1:5080")))
         );
         assert_eq!(
-            resolve(&leg(Scheme::Gtalk, "bob@gmail.com"), &gateways),
-            Ok(Target::Direct("sip:bob%40gmail.com@127.0.0.1:5090".into()))
+            resolve(&leg(Scheme::Gtalk, "bob@gmail.com"), &gateways, &any),
+            Ok(Target::Direct(uri("sip:bob%40gmail.com@127.0.0.1:5090")))
         );
         assert_eq!(
-            resolve(&leg(Scheme::Msn, "carol@live.com"), &gateways),
+            resolve(&leg(Scheme::Msn, "carol@live.com"), &gateways, &any),
             Err(TargetError::Unreachable("msn".into()))
         );
         assert!(gateway_uri("sip:gw.example", "x").is_err());
         assert!(gateway_uri("sip:{user}@127.0.0.1", "a b").is_err());
+    }
+
+    #[test]
+    fn sip_legs_keep_to_the_rules() {
+        let trunk: SocketAddr = "127.0.0.1:5070".parse().expect("addr");
+        let mut rules = SipLegRules::new(SipLegs::Any, Vec::new(), Policy::default());
+        rules.refuse_addr(trunk);
+        let gateways = BTreeMap::new();
+        let sip = |a: &str, rules: &SipLegRules| resolve(&leg(Scheme::Sip, a), &gateways, rules);
+        assert!(matches!(
+            sip("112@203.0.113.9", &rules),
+            Err(TargetError::NumberRefused(_))
+        ));
+        assert!(matches!(
+            sip("%2B44999@198.51.100.1", &rules),
+            Err(TargetError::NumberRefused(_))
+        ));
+        assert!(matches!(
+            sip("+4420712345@127.0.0.1:5070", &rules),
+            Err(TargetError::HostRefused(_))
+        ));
+        assert!(
+            sip("alice@127.0.0.1:5080", &rules).is_ok(),
+            "another port on loopback, in any mode"
+        );
+        assert!(matches!(
+            sip("x@h.example?X-Injected=1", &rules),
+            Err(TargetError::BadAddress(_))
+        ));
+        assert!(matches!(
+            sip("x;y=z>;tag=forged@h.example", &rules),
+            Err(TargetError::BadAddress(_))
+        ));
+
+        let public = SipLegRules {
+            mode: SipLegs::PublicOnly,
+            ..rules.clone()
+        };
+        for host in [
+            "alice@127.0.0.1:5080",
+            "a@10.1.2.3",
+            "a@192.168.1.1",
+            "a@[::1]",
+            "a@[fd00::1]",
+            "a@localhost",
+            "a@printer.local",
+            "a@100.64.0.1",
+            "a@intranet",
+        ] {
+            assert!(
+                matches!(sip(host, &public), Err(TargetError::HostRefused(_))),
+                "{host}"
+            );
+        }
+        assert!(sip("alice@sip.example.com", &public).is_ok());
+        assert!(matches!(
+            sip("alice@127.0.0.1:5999", &public),
+            Err(TargetError::HostRefused(_))
+        ));
+        let off = SipLegRules {
+            mode: SipLegs::Off,
+            ..rules
+        };
+        assert!(matches!(
+            sip("alice@sip.example.com", &off),
+            Err(TargetError::HostRefused(_))
+        ));
     }
 }

@@ -49,7 +49,7 @@ pub enum Message {
 /// How a leg is being reached.
 enum Plan {
     /// One SIP URI, free.
-    Direct(String),
+    Direct(crate::sip::TargetUri),
     /// Providers in the router's order.
     Routed {
         number: String,
@@ -274,8 +274,20 @@ impl SessionTask {
         leg: Leg,
         provider: Option<String>,
     ) -> Vec<Input> {
-        let plan = match target::resolve(&leg, &self.services.config.gateways) {
+        let services = &self.services;
+        let plan = match target::resolve(&leg, &services.config.gateways, &services.sip_rules) {
             Ok(Target::Direct(uri)) => Plan::Direct(uri),
+            Err(TargetError::NumberRefused(_)) => {
+                return vec![Input::Refused(key, Error::NumberRefused(leg))];
+            }
+            Err(TargetError::HostRefused(why)) => {
+                tracing::info!(%why, "sip: leg refused");
+                let state = crate::plugin::types::WrongState {
+                    command: "ADD".into(),
+                    state: why,
+                };
+                return vec![Input::Refused(key, Error::WrongState(state))];
+            }
             Ok(Target::Phone(number)) => match self.route(key, role, &leg, &number, provider) {
                 Ok(plan) => plan,
                 Err(input) => return vec![*input],
@@ -426,12 +438,15 @@ impl SessionTask {
                     increment_secs: c.increment_secs,
                     connect_fee: Micros(c.connect_fee),
                 };
-                let address = self.services.provider_address(&c.provider);
-                (
-                    format!("sip:+{number}@{address}"),
-                    Some(c.provider.clone()),
-                    rate,
-                )
+                let Some(address) = self.services.provider_address(&c.provider) else {
+                    return vec![Input::Failed(key, LegFailure::NoRoute)];
+                };
+                let host = crate::sip::UriHost::Ip(address.ip());
+                let Ok(uri) = crate::sip::TargetUri::phone(number, host, Some(address.port()))
+                else {
+                    return vec![Input::Refused(key, Error::NumberRefused(l.leg.clone()))];
+                };
+                (uri, Some(c.provider.clone()), rate)
             }
         };
         let now = Instant::now();
@@ -639,7 +654,12 @@ impl SessionTask {
                 request, attempts, ..
             } => {
                 let next = l.attempt as usize + 1;
-                if next >= attempts.len() {
+                let callee_refused = matches!(status, 486 | 600 | 603);
+                if callee_refused && self.services.config.never_ring_busy_again {
+                    // The host's floor, whatever the router says: a busy or
+                    // declining callee is not rung again through another provider.
+                    None
+                } else if next >= attempts.len() {
                     (attempts.len() > 1).then_some(LegFailure::AllProvidersFailed)
                 } else {
                     let failed = &attempts[l.attempt as usize];

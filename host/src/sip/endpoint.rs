@@ -97,8 +97,10 @@ pub struct CallId(pub u64);
 /// What to call.
 #[derive(Debug, Clone)]
 pub struct CallRequest {
-    /// Request-URI, e.g. `sip:+442071234567@trunk.example` or `sip:bob@127.0.0.1:5080`.
-    pub target: String,
+    /// Request-URI, e.g. `sip:+442071234567@trunk.example` or
+    /// `sip:bob@127.0.0.1:5080`: a strict URI, written into the request
+    /// from its parts.
+    pub target: super::TargetUri,
     /// The provider to send it through; `None` sends to the URI's own host, which must be an IP address.
     pub provider: Option<String>,
     /// Our SDP offer (address and port of our RTP endpoint).
@@ -449,8 +451,8 @@ impl Endpoint {
 
     /// Starts a call. Events for it arrive through [`Self::poll_event`].
     pub fn place_call(&mut self, now: Instant, request: CallRequest) -> Result<CallId, SipError> {
-        let uri = SipUri::parse(&request.target)
-            .map_err(|_| SipError::BadTarget(request.target.clone()))?;
+        let target = request.target.to_string();
+        let uri = SipUri::parse(&target).map_err(|_| SipError::BadTarget(target.clone()))?;
         let (dest, provider) = match &request.provider {
             Some(name) => {
                 let i = self
@@ -470,7 +472,7 @@ impl Endpoint {
             }
             None => (
                 uri_dest(&uri, Transport::Udp)
-                    .ok_or_else(|| SipError::BadTarget(request.target.clone()))?,
+                    .ok_or_else(|| SipError::BadTarget(target.clone()))?,
                 None,
             ),
         };
@@ -485,8 +487,8 @@ impl Endpoint {
             local_tag: token(),
             remote_tag: None,
             local_uri: format!("sip:{user}@{}", Self::host_port(local)),
-            remote_uri: request.target.clone(),
-            target: request.target,
+            remote_uri: target.clone(),
+            target,
             dest,
             provider,
             cseq: 0,

@@ -2,6 +2,7 @@
 //! is exercised in simulated milliseconds, never by sleeping.
 
 use super::*;
+use crate::sip::TargetUri;
 use crate::sip::sdp::Direction;
 
 const FAR: &str = "127.0.0.1:5080";
@@ -30,7 +31,7 @@ fn offer() -> AudioSdp {
 
 fn call(ep: &mut Endpoint, now: Instant, ring: Option<Duration>) -> CallId {
     let request = CallRequest {
-        target: format!("sip:bob@{FAR}"),
+        target: TargetUri::parse(&format!("sip:bob@{FAR}")).expect("a valid target URI"),
         provider: None,
         offer: offer(),
         ring_timeout: ring,
@@ -300,7 +301,7 @@ fn proxy_challenge_is_answered_once_with_the_providers_credentials() {
     };
     let (mut ep, t0) = endpoint(vec![provider]);
     let request = CallRequest {
-        target: format!("sip:+442071234567@{FAR}"),
+        target: TargetUri::parse(&format!("sip:+442071234567@{FAR}")).expect("a valid target URI"),
         provider: Some("TRUNK".into()),
         offer: offer(),
         ring_timeout: None,
@@ -677,7 +678,7 @@ fn tcp_calls_use_tcp_and_no_retransmission_timers() {
         now,
     );
     let request = CallRequest {
-        target: format!("sip:bob@{FAR}"),
+        target: TargetUri::parse(&format!("sip:bob@{FAR}")).expect("a valid target URI"),
         provider: Some("TCP".into()),
         offer: offer(),
         ring_timeout: None,

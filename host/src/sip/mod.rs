@@ -14,6 +14,7 @@ pub mod message;
 pub mod sdp;
 pub mod transaction;
 pub mod transport;
+mod uri;
 
 pub use driver::{PlacedCall, SipService};
 pub use endpoint::{
@@ -22,6 +23,7 @@ pub use endpoint::{
 pub use message::Transport;
 pub use sdp::{AudioSdp, Codec, Direction};
 pub use transaction::Timers;
+pub use uri::{TargetUri, UriError, UriHost, UriTransport};
 
 /// Errors of the SIP module.
 #[derive(Debug, thiserror::Error)]

@@ -216,7 +216,7 @@ fn providers(state: &WebState) -> Vec<ProviderView> {
             let s = services.billing.provider_stats(name, now);
             ProviderView {
                 name: name.clone(),
-                address: address.clone(),
+                address: address.to_string(),
                 up: services.probed_up(name),
                 attempts: s.attempts,
                 answered: s.answered,
