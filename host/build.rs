@@ -20,6 +20,8 @@ const GUESTS: &[&str] = &[
     "replies-de",
     "hostile-guest",
     "snooper-guest",
+    "rogue-guest",
+    "evader-guest",
 ];
 
 /// The guests the host embeds, as (file name in OUT_DIR, crate's wasm name).

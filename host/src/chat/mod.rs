@@ -12,7 +12,8 @@ pub mod limit;
 pub mod outbox;
 pub mod xmpp;
 
-pub use bot::{Bot, Sessions, Unwired};
+pub use bot::{Bot, MAX_MESSAGES_PER_EVENT, Sessions, Unwired};
+pub use limit::RateLimit;
 
 use crate::plugin::types::Event;
 
