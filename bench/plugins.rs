@@ -1,7 +1,11 @@
-//! Plugin runtime benchmarks: per-call latency of each slot with a fresh
-//! sandbox per call, calls per second on one core, time from a file write
-//! to the new version answering, and calls per second while versions are
-//! replaced continuously.
+//! Plugin runtime benchmarks: per-call latency of each slot under each
+//! isolation mode (a fresh sandbox per call; warm instances kept per user,
+//! with two users alternating; a thousand users round-robin, so no instance
+//! is ever reused), with fuel metering on and off; the time to refuse a
+//! compile bomb (pre-check, and the compiler child under its budget); time
+//! from a file write to the new version answering; and calls per second
+//! while versions are replaced continuously, on an idle machine and with a
+//! CPU-hog process on every core.
 //!
 //! Run with `cargo bench -p switchboard --bench plugins` (add `-- --quick`
 //! for a short smoke run). Prints its figures; nothing here is a pass/fail
@@ -16,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{calling_event as calling, guest, route_request};
+use common::{calling_event as calling, compile_bomb, guest, peak_rss, route_request};
 use switchboard::plugin::types::Event;
 use switchboard::plugin::{Limits, PluginHost, SlotName, VersionId};
 
@@ -131,6 +135,99 @@ fn reload_latency(rounds: usize) {
     );
 }
 
+/// Busy-loop processes on every core, killed on drop.
+struct CpuHog(Vec<std::process::Child>);
+
+impl CpuHog {
+    fn start() -> CpuHog {
+        let cores = thread::available_parallelism().map_or(2, |n| n.get());
+        CpuHog(
+            (0..cores)
+                .map(|_| {
+                    std::process::Command::new("sh")
+                        .args(["-c", "while :; do :; done"])
+                        .spawn()
+                        .expect("sh")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for CpuHog {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn peak_rss_mib() -> u64 {
+    peak_rss() >> 20
+}
+
+/// The compile bomb of the outside check (a million empty functions):
+/// refused by the pre-check, and, with the pre-check's caps raised, by the
+/// compiler child's budget; with calls answered meanwhile.
+fn compile_bomb_refusal(quick: bool) {
+    let bomb = compile_bomb(1_000_000);
+    let host = PluginHost::new(Limits::default()).expect("host");
+    let before = peak_rss_mib();
+    let t = Instant::now();
+    let refused = host.load(SlotName::Parser, &bomb, "bomb").is_err();
+    println!(
+        "compile bomb ({} bytes, 1,000,000 functions): pre-check refused={refused} in {:.1} ms, host peak RSS {} -> {} MiB",
+        bomb.len(),
+        ms(t.elapsed()),
+        before,
+        peak_rss_mib()
+    );
+    let limits = Limits {
+        functions: 2_000_000,
+        component_bytes: 16 << 20,
+        code_bytes: 16 << 20,
+        compile_cpu_secs: if quick { 2 } else { 20 },
+        ..Limits::default()
+    };
+    let host = Arc::new(PluginHost::new(limits.clone()).expect("host"));
+    host.use_compiler(env!("CARGO_BIN_EXE_switchboard").into())
+        .expect("compiler");
+    let stop = Arc::new(AtomicBool::new(false));
+    let caller = {
+        let (host, stop) = (host.clone(), stop.clone());
+        thread::spawn(move || {
+            let (mut calls, mut failed) = (0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                match host.parse("LIST", "user@example.com") {
+                    Ok(a) if !a.fell_back => {}
+                    _ => failed += 1,
+                }
+                calls += 1;
+            }
+            (calls, failed)
+        })
+    };
+    let before = peak_rss_mib();
+    let t = Instant::now();
+    let outcome = host.load(SlotName::Parser, &bomb, "bomb");
+    let took = t.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let (calls, failed) = caller.join().expect("caller");
+    println!(
+        "compile bomb past the pre-check, compiled in a child (RLIMIT_AS {} MiB, RLIMIT_CPU {} s): {} in {:.2} s; host peak RSS {} -> {} MiB; {calls} parse calls meanwhile, {failed} failed",
+        limits.compile_memory_bytes >> 20,
+        limits.compile_cpu_secs,
+        match outcome {
+            Ok(_) => "ACCEPTED".to_string(),
+            Err(e) => format!("refused ({e})"),
+        },
+        took.as_secs_f64(),
+        before,
+        peak_rss_mib()
+    );
+}
+
 /// Calls per second on one caller thread, first with no reloads, then while
 /// another thread replaces the version continuously.
 fn calls_during_reloads(seconds: u64) {
@@ -194,41 +291,82 @@ fn main() {
     let message = "CALLBACK +442071234567 +4915112345678 via MKS AVANGARD";
     let request = route_request("ruslan@example.com");
     let event = calling();
-    for (mode, calls_per_instance) in [
-        ("fresh", 1),
-        ("reused", Limits::default().calls_per_instance),
+    let users: Vec<String> = (0..1000).map(|i| format!("user{i}@example.com")).collect();
+    for (mode, calls_per_instance, fuel) in [
+        ("fresh", 1, true),
+        ("per user", Limits::default().calls_per_instance, true),
+        (
+            "per user, no fuel",
+            Limits::default().calls_per_instance,
+            false,
+        ),
     ] {
         let host = PluginHost::new(Limits {
             calls_per_instance,
+            bench_without_fuel: !fuel,
             ..Limits::default()
         })
         .expect("host");
+        let mut i = 0usize;
         latency(&format!("parser.parse ({mode})"), n, || {
-            host.parse(message, "ruslan@example.com")
-                .map(|a| a.fell_back)
+            i += 1;
+            let sender = if i.is_multiple_of(2) {
+                "ruslan@example.com"
+            } else {
+                "olga@example.com"
+            };
+            host.parse(message, sender).map(|a| a.fell_back)
         });
         latency(&format!("router.route ({mode})"), n, || {
             host.route(&request).map(|a| a.fell_back)
         });
         latency(&format!("replies.render ({mode})"), n, || {
-            host.render("user@example.com", &event).map(|a| a.fell_back)
+            i += 1;
+            let to = if i.is_multiple_of(2) {
+                "ruslan@example.com"
+            } else {
+                "olga@example.com"
+            };
+            host.render(to, &event).map(|a| a.fell_back)
         });
-        // The same routing calls with a shadow router comparing each one
-        // on its own thread: what the active path pays for it.
-        host.load_shadow(&guest("router_least_cost"), "bench")
-            .expect("shadow router");
-        latency(&format!("route+shadow ({mode})"), n, || {
-            host.route(&request).map(|a| a.fell_back)
-        });
-        if let Some(s) = host.shadow_stats() {
-            println!(
-                "  shadow: {} requests, {} compared, {} skipped (queue full), {} failed",
-                s.requests, s.compared, s.skipped, s.failed
-            );
+        if calls_per_instance > 1 && fuel {
+            // A thousand users round-robin: each call's user has no warm
+            // instance left (8 per version), so every call is a fresh one.
+            latency("parser.parse (1000 users)", n, || {
+                i += 1;
+                host.parse(message, &users[i % users.len()])
+                    .map(|a| a.fell_back)
+            });
+            // The same routing calls with a shadow router comparing each
+            // one on its own thread: what the active path pays for it.
+            host.load_shadow(&guest("router_least_cost"), "bench")
+                .expect("shadow router");
+            latency(&format!("route+shadow ({mode})"), n, || {
+                host.route(&request).map(|a| a.fell_back)
+            });
+            if let Some(s) = host.shadow_stats() {
+                println!(
+                    "  shadow: {} requests, {} compared, {} skipped (queue full), {} failed",
+                    s.requests, s.compared, s.skipped, s.failed
+                );
+            }
+            host.clear_shadow();
+            for slot in SlotName::ALL {
+                println!(
+                    "  {slot} fuel budget per call: {}",
+                    host.stats(slot).fuel_budget
+                );
+            }
         }
-        host.clear_shadow();
     }
 
+    compile_bomb_refusal(quick);
     reload_latency(if quick { 4 } else { 20 });
+    println!("idle machine:");
     calls_during_reloads(if quick { 1 } else { 5 });
+    {
+        let _hog = CpuHog::start();
+        println!("with a CPU-hog process on every core:");
+        calls_during_reloads(if quick { 1 } else { 5 });
+    }
 }

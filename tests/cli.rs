@@ -396,7 +396,7 @@ fn plugin_run_tries_each_slot_offline() {
         "",
     );
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("ran past its CPU deadline"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("used up its fuel budget"));
     let output = switchboard(
         &[
             "plugin",

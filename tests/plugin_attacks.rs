@@ -11,7 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{guest, parse_error_event, route_request};
+use common::{
+    compile_bomb, core_module, core_modules, guest, leb, parse_error_event, peak_rss,
+    route_request, with_sections,
+};
 use switchboard::chat::{Bot, RateLimit, Unwired};
 use switchboard::plugin::types::{Balance, Command, Event};
 use switchboard::plugin::{Limits, PluginError, PluginHost, SlotName};
@@ -163,6 +166,36 @@ fn replies_with_controls_fall_back_and_one_event_is_a_few_messages() {
     assert_eq!(bot.cut_replies(), 1);
 }
 
+/// Finding 12: an instance whose result was refused was reused. The rogue
+/// replies plugin remembers what it rendered; after a refused reply its
+/// instance is gone, and with it what it remembered.
+#[test]
+fn an_instance_whose_result_is_refused_is_discarded() {
+    let host = rogue_host(Limits::default());
+    let balance = |amount| {
+        Event::Balance(Balance {
+            amount,
+            currency: "EUR".into(),
+        })
+    };
+    host.render(A, &balance(111_000)).expect("rendered");
+    let kept = host.render(A, &balance(222_000)).expect("rendered").value;
+    assert!(
+        kept.contains("111000"),
+        "the same user's instance was reused: {kept}"
+    );
+    assert!(
+        host.render(A, &parse_error_event("ctrl"))
+            .expect("answered")
+            .fell_back
+    );
+    let fresh = host.render(A, &balance(333_000)).expect("rendered").value;
+    assert!(
+        !fresh.contains("111000") && !fresh.contains("222000"),
+        "{fresh}"
+    );
+}
+
 /// Finding 10: a version that fails on one input stayed active forever.
 #[test]
 fn a_time_bomb_is_rolled_back_by_the_breaker() {
@@ -243,60 +276,6 @@ fn guest_logs_cannot_forge_host_lines() {
     assert!(!text.contains('\r') && !text.contains('\u{1b}'), "{text:?}");
 }
 
-/// Appends sections to a component: `extra` is the raw section bytes
-/// (id, size, payload) of each.
-fn with_sections(component: &[u8], extra: &[(u8, Vec<u8>)]) -> Vec<u8> {
-    let mut out = component.to_vec();
-    for (id, payload) in extra {
-        out.push(*id);
-        leb(&mut out, payload.len() as u64);
-        out.extend_from_slice(payload);
-    }
-    out
-}
-
-fn leb(out: &mut Vec<u8>, mut n: u64) {
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-/// The top-level core modules of a component (its core module index space).
-fn core_modules(component: &[u8]) -> u64 {
-    let mut at = 8;
-    let mut modules = 0;
-    while at < component.len() {
-        let id = component[at];
-        at += 1;
-        let (mut size, mut shift) = (0u64, 0);
-        loop {
-            let b = component[at];
-            at += 1;
-            size |= u64::from(b & 0x7f) << shift;
-            shift += 7;
-            if b & 0x80 == 0 {
-                break;
-            }
-        }
-        if id == 1 {
-            modules += 1;
-        }
-        at += size as usize;
-    }
-    modules
-}
-
-/// A core module whose sections are `sections` (id, payload).
-fn core_module(sections: &[(u8, Vec<u8>)]) -> Vec<u8> {
-    with_sections(b"\0asm\x01\0\0\0", sections)
-}
-
 /// Finding 3: a plugin that passes conformance declares ~400 memories and
 /// fills the shared pool. Here: the default parser with a 400-memory core
 /// module instantiated beside it.
@@ -335,21 +314,6 @@ fn a_memory_pool_filler_is_refused_and_starves_nothing() {
     assert!(!host.render(A, &Event::Help).expect("replies").fell_back);
     host.load(SlotName::Parser, &guest("parser_aliases"), "the fix")
         .expect("a fix loads");
-}
-
-/// A component of one core module with `functions` empty functions.
-fn compile_bomb(functions: u64) -> Vec<u8> {
-    let types = vec![0x01, 0x60, 0x00, 0x00]; // one type: () -> ()
-    let mut funcs = Vec::new();
-    leb(&mut funcs, functions);
-    funcs.extend(std::iter::repeat_n(0x00, functions as usize));
-    let mut code = Vec::new();
-    leb(&mut code, functions);
-    for _ in 0..functions {
-        code.extend_from_slice(&[0x02, 0x00, 0x0b]); // size 2: no locals, end
-    }
-    let module = core_module(&[(1, types), (3, funcs), (10, code)]);
-    with_sections(b"\0asm\x0d\0\x01\0", &[(1, module)])
 }
 
 /// Finding 4: an 8 MB component with a million empty functions took 141 s
@@ -407,16 +371,14 @@ fn a_compile_bomb_is_refused_before_compiling() {
 /// cut off.
 #[test]
 fn a_busy_machine_changes_no_outcome() {
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let hogs: Vec<_> = (0..4)
+    // A busy-loop process per core, and one more.
+    let cores = thread::available_parallelism().map_or(2, |n| n.get());
+    let mut hogs: Vec<_> = (0..=cores)
         .map(|_| {
-            let stop = stop.clone();
-            thread::spawn(move || {
-                let mut n = 0u64;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    n = std::hint::black_box(n.wrapping_add(1));
-                }
-            })
+            std::process::Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .spawn()
+                .expect("sh")
         })
         .collect();
     let mut fallbacks = 0;
@@ -437,9 +399,54 @@ fn a_busy_machine_changes_no_outcome() {
         );
         assert_eq!(host.stats(SlotName::Router).out_of_fuel, 1);
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for h in hogs {
-        h.join().expect("hog");
+    for hog in &mut hogs {
+        let _ = hog.kill();
+        let _ = hog.wait();
     }
     assert_eq!(fallbacks, 0);
+}
+
+/// Finding 4, past the pre-check: a component the shape caps let through
+/// but that needs more memory to compile than the budget is compiled in a
+/// child process (the real `switchboard` binary) under `RLIMIT_AS` and
+/// `RLIMIT_CPU`, and refused when the child runs out; the host's own
+/// memory does not grow, and ordinary plugins compile the same way.
+#[test]
+fn compiling_runs_in_a_child_under_a_budget() {
+    let host = PluginHost::new(Limits {
+        functions: 2_000_000,
+        component_bytes: 16 << 20,
+        code_bytes: 16 << 20,
+        compile_memory_bytes: 768 << 20,
+        compile_cpu_secs: 4,
+        ..Limits::default()
+    })
+    .expect("host");
+    host.use_compiler(std::path::PathBuf::from(env!("CARGO_BIN_EXE_switchboard")))
+        .expect("the binary is there");
+    let aliases = host
+        .load(SlotName::Parser, &guest("parser_aliases"), "aliases")
+        .expect("an ordinary plugin compiles in the child");
+    assert_eq!(host.parse("HU", A).expect("answered").version, aliases);
+
+    let bomb = compile_bomb(1_000_000);
+    let before = peak_rss();
+    let started = Instant::now();
+    let err = host
+        .load(SlotName::Parser, &bomb, "bomb")
+        .expect_err("the bomb is refused");
+    let took = started.elapsed();
+    let grew = peak_rss().saturating_sub(before);
+    assert!(matches!(err, PluginError::CompileBudget(_)), "{err}");
+    eprintln!(
+        "compile bomb refused in {took:?}: {err}; host peak RSS grew {} MiB",
+        grew >> 20
+    );
+    assert!(took < Duration::from_secs(60), "{took:?}");
+    assert!(grew < 64 << 20, "the host's peak RSS grew {grew} bytes");
+    assert_eq!(host.parse("HU", A).expect("answered").version, aliases);
+    assert!(matches!(
+        host.load(SlotName::Parser, &bomb, "again"),
+        Err(PluginError::RefusedBefore(_))
+    ));
 }

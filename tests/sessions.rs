@@ -78,7 +78,7 @@ fn write_config(
         "[sip]\nudp = [\"127.0.0.1:0\"]\n\n\
          [billing]\ndatabase = \"sqlite://{}/billing.db\"\nhost_id = \"test\"\ncurrency = \"USD\"\n\
          stats = {{ secs = 3600, attempts = 500, min_samples = 1 }}\n\n\
-         [sessions]\nring_timeout_secs = 5\n{extra}\n",
+         [sessions]\nring_timeout_secs = 5\nsip_legs = \"any\"\n{extra}\n",
         dir.display()
     );
     if !gateways.is_empty() {
@@ -1133,4 +1133,150 @@ async fn hot_swap_router_and_replies_while_calls_are_up() {
     chat.say(u, "HANGUP");
     let ended = chat.next(u).await;
     assert!(ended.starts_with("Anruf beendet!"), "{ended}");
+}
+
+/// The outside check's toll fraud and SIP injections, with the default
+/// plugins: `sip:` legs that name a trunk, an emergency number or crafted
+/// URI text are refused before anything is sent (checked in SIPp's own
+/// message log), while an ordinary long `sip:` address gets a well-formed
+/// INVITE. And a router that asks to continue after 486: the callee is
+/// rung once, through one provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sip_legs_cannot_reach_trunks_and_busy_callees_are_rung_once() {
+    let you = TonePeer::start(Law::Ulaw, 440.0);
+    let them = TonePeer::start(Law::Ulaw, 560.0);
+    let trunk = SippUas::start("answer.xml", &[you.port]);
+    let direct = SippUas::start("answer.xml", &[them.port]);
+    let busy1 = SippUas::start("busy.xml", &[]);
+    let busy2 = SippUas::start("busy.xml", &[]);
+    let mut host = Host::start(
+        &[
+            Provider::new("PROXICOM", &trunk, PROXICOM_RATES),
+            Provider::new("BUSYTEL", &busy1, &[("33", "0.01")]),
+            Provider::new("BUSYTWO", &busy2, &[("33", "0.02")]),
+        ],
+        &[],
+        "",
+    )
+    .await;
+    let mut chat = host.chat();
+    let u = "user@example.com";
+    let (t, d) = (trunk.addr, direct.addr);
+    let own = host
+        .service
+        .sip
+        .local_addrs()
+        .first()
+        .map(|(_, a)| *a)
+        .expect("a SIP address");
+
+    let trunk_refusal = "CALLBACK is not possible now: sip: legs may not go to this service's own trunks or addresses (127.0.0.1); to call a number, use a phone leg, which is billed.";
+    for (message, reply) in [
+        // Free calls to the phone network and emergency numbers through our trunk.
+        (
+            format!("CALLBACK sip:me@{t} sip:112@{t}"),
+            trunk_refusal.to_string(),
+        ),
+        (
+            format!("CALLBACK sip:me@{d} sip:+442071234567@{t}"),
+            trunk_refusal.to_string(),
+        ),
+        (
+            format!("CALLBACK sip:me@{d} sip:{}@{own}", "x"),
+            trunk_refusal.to_string(),
+        ),
+        // An emergency number as a sip: user part, anywhere.
+        (
+            format!("CALLBACK sip:me@{d} sip:112@{d}"),
+            format!(
+                "Calls to sip:112@{d} are not allowed by this service (emergency and premium-rate numbers are refused)."
+            ),
+        ),
+        (
+            format!("CALLBACK sip:me@{d} sip:%2B44999@{d}"),
+            format!(
+                "Calls to sip:%2B44999@{d} are not allowed by this service (emergency and premium-rate numbers are refused)."
+            ),
+        ),
+    ] {
+        assert_eq!(chat.say(u, &message), [reply.as_str()], "{message}");
+    }
+    // Crafted URI text: headers, a forged tag, a control character, a
+    // 1,000-byte user part.
+    let long = "a".repeat(1000);
+    for message in [
+        format!("CALLBACK sip:me@{d}?X-Injected=1&Subject=hello sip:bob@{d}"),
+        format!("CALLBACK sip:x;y=z>;tag=forged@{d} sip:bob@{d}"),
+        format!("CALLBACK sip:me\u{2028}@{d} sip:bob@{d}"),
+        format!("CALLBACK sip:{long}@{d} sip:bob@{d}"),
+        format!("CALLBACK sip:me@{d};maddr=10.0.0.1 sip:bob@{d}"),
+    ] {
+        let replies = chat.say(u, &message);
+        assert_eq!(replies.len(), 1, "{message}: {replies:?}");
+        assert!(
+            replies[0].starts_with("CALLBACK is not possible now: ")
+                || replies[0].starts_with("Error: "),
+            "{message}: {replies:?}"
+        );
+    }
+    chat.quiet(u, Duration::from_millis(300)).await;
+    assert_eq!(host.service.manager.live(), 0);
+    assert!(
+        trunk.invites().is_empty(),
+        "the trunk got {:?}",
+        trunk.invites()
+    );
+    assert!(direct.invites().is_empty(), "{:?}", direct.invites());
+
+    // An ordinary sip: address with a long (allowed) user part: one
+    // well-formed INVITE, written from the parsed URI.
+    let user = format!("alice.{}", "b".repeat(100));
+    chat.say(u, &format!("CALLBACK sip:{user}@{d} sip:bob@{d}"));
+    chat.expect(
+        u,
+        &[
+            &format!("Calling source: sip:{user}@{d}, cost = 0"),
+            &format!("Calling destination: sip:bob@{d}, cost = 0"),
+            "Remote answered. Now talking. Cost = 0",
+        ],
+    )
+    .await;
+    chat.say(u, "ADD sip:911@198.51.100.7");
+    assert_eq!(
+        chat.next(u).await,
+        "Calls to sip:911@198.51.100.7 are not allowed by this service (emergency and premium-rate numbers are refused)."
+    );
+    chat.say(u, "HANGUP");
+    assert!(chat.next(u).await.ends_with("Reason = EndedByHangup"));
+    assert_eq!(
+        direct.invites(),
+        [
+            format!("INVITE sip:{user}@{d} SIP/2.0"),
+            format!("INVITE sip:bob@{d} SIP/2.0")
+        ]
+    );
+    assert!(direct.errors().is_empty(), "{}", direct.errors());
+
+    // A router that asks to go on after 486: the host's floor stops it.
+    host.plugins
+        .load(SlotName::Router, &common::guest("rogue_guest"), "rogue")
+        .expect("the rogue router loads");
+    let victim = "busy-again@example.com";
+    host.credit(victim, "1").await;
+    chat.say(victim, "CALLBACK +33100000001 +442071234567");
+    chat.expect(
+        victim,
+        &[
+            "Calling source: phone:33100000001, cost = 0.01 via BUSYTEL",
+            "Calling source phone:33100000001 failed: busy.",
+            "Call aborted!\nThank you!\nCharged time: 0 secs. Reason = SourceFailed",
+        ],
+    )
+    .await;
+    assert_eq!(busy1.invites().len(), 1);
+    assert!(
+        busy2.invites().is_empty(),
+        "rung again: {:?}",
+        busy2.invites()
+    );
 }

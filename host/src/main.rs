@@ -4,7 +4,7 @@
 mod billing_cli;
 
 use std::io::{self, BufRead};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -138,6 +138,13 @@ enum PluginCommand {
         #[arg(long, default_value = "author@localhost")]
         sender: String,
     },
+    /// The host's compiler child: reads a component on stdin, writes its
+    /// compiled code on stdout. Started by the host under rlimits.
+    #[command(hide = true)]
+    CompileWorker {
+        /// The plugin limits, as JSON.
+        settings: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -178,6 +185,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: PluginCommand::Check { slot, file },
         } => check(slot, &file),
         Top::Plugin {
+            command: PluginCommand::CompileWorker { settings },
+        } => Ok(match switchboard::plugin::compile_worker(&settings) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::from(2),
+        }),
+        Top::Plugin {
             command:
                 PluginCommand::Run {
                     slot,
@@ -207,13 +220,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn sip_call(
-    target: String,
+    text: String,
     config: Option<PathBuf>,
     provider: Option<String>,
     listen: std::net::SocketAddr,
     talk: u64,
     ring: u64,
 ) -> anyhow::Result<ExitCode> {
+    let target = switchboard::sip::TargetUri::parse(&text)
+        .map_err(|e| anyhow::anyhow!("cannot call {text:?}: {e}"))?;
     use std::time::Duration;
     use switchboard::sip::{AudioSdp, CallEvent, CallRequest, SipService};
 
@@ -238,8 +253,6 @@ fn sip_call(
             println!("listening on {transport} {addr}");
         }
         // No media yet: the offer names a port nothing listens on.
-        let target = switchboard::sip::TargetUri::parse(&target)
-            .map_err(|e| anyhow::anyhow!("{target:?} is not a SIP address we call: {e}"))?;
         let request = CallRequest {
             target,
             provider,
@@ -279,7 +292,7 @@ fn service_base(
     Option<switchboard::plugin::Watcher>,
     tokio::runtime::Runtime,
 )> {
-    let host = Arc::new(PluginHost::new(Limits::default())?);
+    let host = Arc::new(plugin_host()?);
     let watcher = match dir {
         Some(dir) => Some(host.watch(dir)?),
         None => None,
@@ -508,13 +521,23 @@ async fn demo_web(
     Ok(switchboard::web::spawn(listener, Arc::new(state)))
 }
 
-fn read(file: &PathBuf) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))
+/// The plugin host of the binary: default limits, and candidates compiled
+/// in a child process of this binary under the compile budget.
+fn plugin_host() -> anyhow::Result<PluginHost> {
+    let host = PluginHost::new(Limits::default())?;
+    let me = std::env::current_exe().context("cannot find this program to compile plugins with")?;
+    host.use_compiler(me)?;
+    Ok(host)
 }
 
-fn check(slot: SlotName, file: &PathBuf) -> anyhow::Result<ExitCode> {
+fn read(file: &Path) -> anyhow::Result<Vec<u8>> {
+    switchboard::plugin::read_component(file, Limits::default().component_bytes)
+        .with_context(|| format!("cannot read {}", file.display()))
+}
+
+fn check(slot: SlotName, file: &Path) -> anyhow::Result<ExitCode> {
     let bytes = read(file)?;
-    let host = PluginHost::new(Limits::default())?;
+    let host = plugin_host()?;
     match host.check(slot, &bytes) {
         Ok(version) => {
             println!(
@@ -530,12 +553,7 @@ fn check(slot: SlotName, file: &PathBuf) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn try_run(
-    slot: SlotName,
-    file: &PathBuf,
-    input: String,
-    sender: String,
-) -> anyhow::Result<ExitCode> {
+fn try_run(slot: SlotName, file: &Path, input: String, sender: String) -> anyhow::Result<ExitCode> {
     let bytes = read(file)?;
     let input = if input == "-" {
         let mut text = String::new();
@@ -561,7 +579,7 @@ fn try_run(
     if call.slot() != slot {
         bail!("that input is for the {} slot, not {slot}", call.slot());
     }
-    let host = PluginHost::new(Limits::default())?;
+    let host = plugin_host()?;
     let reply = host.try_plugin(&bytes, &call)?;
     println!("{}", serde_json::to_string_pretty(&reply)?);
     Ok(ExitCode::SUCCESS)

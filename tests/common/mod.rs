@@ -149,3 +149,82 @@ pub async fn seed_attempts(
             .expect("attempt");
     }
 }
+
+/// Appends sections to a component: `extra` is the raw section bytes
+/// (id, size, payload) of each.
+pub fn with_sections(component: &[u8], extra: &[(u8, Vec<u8>)]) -> Vec<u8> {
+    let mut out = component.to_vec();
+    for (id, payload) in extra {
+        out.push(*id);
+        leb(&mut out, payload.len() as u64);
+        out.extend_from_slice(payload);
+    }
+    out
+}
+
+pub fn leb(out: &mut Vec<u8>, mut n: u64) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// The top-level core modules of a component (its core module index space).
+pub fn core_modules(component: &[u8]) -> u64 {
+    let mut at = 8;
+    let mut modules = 0;
+    while at < component.len() {
+        let id = component[at];
+        at += 1;
+        let (mut size, mut shift) = (0u64, 0);
+        loop {
+            let b = component[at];
+            at += 1;
+            size |= u64::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        if id == 1 {
+            modules += 1;
+        }
+        at += size as usize;
+    }
+    modules
+}
+
+/// A core module whose sections are `sections` (id, payload).
+pub fn core_module(sections: &[(u8, Vec<u8>)]) -> Vec<u8> {
+    with_sections(b"\0asm\x01\0\0\0", sections)
+}
+
+/// A component of one core module with `functions` empty functions.
+pub fn compile_bomb(functions: u64) -> Vec<u8> {
+    let types = vec![0x01, 0x60, 0x00, 0x00]; // one type: () -> ()
+    let mut funcs = Vec::new();
+    leb(&mut funcs, functions);
+    funcs.extend(std::iter::repeat_n(0x00, functions as usize));
+    let mut code = Vec::new();
+    leb(&mut code, functions);
+    for _ in 0..functions {
+        code.extend_from_slice(&[0x02, 0x00, 0x0b]); // size 2: no locals, end
+    }
+    let module = core_module(&[(1, types), (3, funcs), (10, code)]);
+    with_sections(b"\0asm\x0d\0\x01\0", &[(1, module)])
+}
+
+/// The process's peak resident memory so far (`VmHWM`), in bytes.
+pub fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}

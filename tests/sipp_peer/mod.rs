@@ -84,6 +84,7 @@ impl SippUas {
             &media_block().to_string(),
             "-nostdin",
             "-trace_err",
+            "-trace_msg",
         ])
         .current_dir(dir.path())
         .stdin(Stdio::null())
@@ -103,13 +104,31 @@ impl SippUas {
 
     /// SIPp's error log (unexpected messages, aborted calls).
     pub fn errors(&self) -> String {
+        self.log("errors")
+    }
+
+    /// Every message SIPp sent and received (`-trace_msg`).
+    pub fn messages(&self) -> String {
+        self.log("messages")
+    }
+
+    /// The request lines of the INVITEs SIPp received.
+    pub fn invites(&self) -> Vec<String> {
+        self.messages()
+            .lines()
+            .filter(|l| l.starts_with("INVITE "))
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn log(&self, kind: &str) -> String {
         let mut log = String::new();
         for entry in std::fs::read_dir(self.dir.path())
             .into_iter()
             .flatten()
             .flatten()
         {
-            if entry.file_name().to_string_lossy().contains("errors") {
+            if entry.file_name().to_string_lossy().contains(kind) {
                 log.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
             }
         }

@@ -40,6 +40,22 @@ pub const MAX_ADDRESS_BYTES: usize = 256;
 /// The longest provider name, in bytes.
 pub const MAX_PROVIDER_BYTES: usize = 64;
 
+/// Every offered provider in the order offered, or only the one the user
+/// named with `via`: the plainest ranking, for example and test routers.
+pub fn offered(request: &types::RouteRequest) -> Vec<types::Attempt> {
+    request
+        .candidates
+        .iter()
+        .filter(|c| match &request.requested_provider {
+            Some(name) => c.provider.eq_ignore_ascii_case(name),
+            None => true,
+        })
+        .map(|c| types::Attempt {
+            provider: c.provider.clone(),
+        })
+        .collect()
+}
+
 /// Parses one chat message into a command.
 pub fn parse(message: &str) -> Result<Command, ParseError> {
     if message.len() > MAX_MESSAGE_BYTES {

@@ -91,6 +91,9 @@ impl DemoNetwork {
         config.billing.database = database.to_string();
         config.billing.host_id = "demo".into();
         config.billing.currency = "USD".into();
+        // The demo's far ends are on loopback; its own providers stay
+        // refused as sip: hosts all the same.
+        config.sessions.sip_legs = crate::session::target::SipLegs::Any;
         for scheme in ["gtalk", "xmpp"] {
             config.sessions.gateways.insert(
                 scheme.into(),

@@ -37,6 +37,12 @@ pub struct Limits {
     pub code_bytes: usize,
     /// Data segments together, in bytes (checked before compiling).
     pub data_bytes: usize,
+    /// Address space the compiler child may use, in bytes (`RLIMIT_AS`),
+    /// when candidates are compiled in a child process.
+    pub compile_memory_bytes: u64,
+    /// CPU seconds the compiler child may use (`RLIMIT_CPU`); it is killed
+    /// after twice this much wall-clock time plus 5 s.
+    pub compile_cpu_secs: u64,
     /// Circuit breaker: the active version is rolled back to the last
     /// known-good one when more than this many of its last
     /// [`Limits::breaker_window`] calls failed. 0 turns the breaker off.
@@ -64,6 +70,11 @@ pub struct Limits {
     pub log_lines_per_call: u32,
     /// Longest log line kept, in bytes; longer lines are cut.
     pub log_line_bytes: usize,
+    /// Benchmarks only: no fuel metering (the wall-clock backstop alone
+    /// bounds calls), to measure what metering costs. Never read from a file.
+    #[doc(hidden)]
+    #[serde(skip)]
+    pub bench_without_fuel: bool,
 }
 
 impl Default for Limits {
@@ -80,6 +91,8 @@ impl Default for Limits {
             function_body_bytes: 1 << 20,
             code_bytes: 8 << 20,
             data_bytes: 8 << 20,
+            compile_memory_bytes: 1 << 30,
+            compile_cpu_secs: 20,
             breaker_failures: 10,
             breaker_window: 50,
             memory_bytes: 16 << 20,
@@ -89,6 +102,7 @@ impl Default for Limits {
             max_concurrent_calls: 128,
             log_lines_per_call: 32,
             log_line_bytes: 1024,
+            bench_without_fuel: false,
         }
     }
 }

@@ -11,6 +11,7 @@
 //! atomically ([`PluginHost::load`], [`PluginHost::watch`]).
 
 mod bindings;
+mod compile;
 mod conformance;
 mod limits;
 mod precheck;
@@ -21,10 +22,31 @@ mod validate;
 mod watch;
 mod world;
 
+pub use compile::{WORKER_ARGS, compile_worker};
 pub use limits::Limits;
 pub use shadow::{Difference, PrefixFigures, ShadowStats};
 pub use slot::{SlotStats, VersionId};
 pub use watch::Watcher;
+
+/// Hooks for fuzz targets and benchmarks; not part of the supported surface.
+#[doc(hidden)]
+pub mod _internal_test_exports {
+    use super::types::{Command, ParseError};
+    use super::{Limits, validate};
+
+    /// [`validate`]'s check of a parser result.
+    pub fn validate_parsed(
+        parsed: &Result<Command, ParseError>,
+        limits: &Limits,
+    ) -> Result<(), String> {
+        validate::parsed(parsed, limits)
+    }
+
+    /// [`validate`]'s check of a rendered reply.
+    pub fn validate_rendered(text: &str, limits: &Limits) -> Result<(), String> {
+        validate::rendered(text, limits)
+    }
+}
 
 /// The types plugins exchange with the host, as generated from `wit/types.wit`.
 pub mod types {
@@ -63,6 +85,10 @@ pub enum PluginError {
     /// The same bytes were refused before; they are not compiled again.
     #[error("refused before: {0}")]
     RefusedBefore(String),
+    /// Compiling the component went over the compile budget (memory, CPU
+    /// or wall-clock time of the compiler child).
+    #[error("the plugin is too costly to compile: {0}")]
+    CompileBudget(String),
     /// The bytes are not a WebAssembly component that wasmtime can compile.
     #[error("not a valid WebAssembly component: {0}")]
     Compile(String),
@@ -280,6 +306,18 @@ impl PluginHost {
         })
     }
 
+    /// Compiles every candidate from now on (loads, checks, shadows, tries)
+    /// in a child process of `program` (the `switchboard` binary, which has
+    /// the `plugin compile-worker` subcommand) under the compile budget of
+    /// the limits. The embedded defaults were compiled in this process.
+    pub fn use_compiler(&self, program: PathBuf) -> Result<(), PluginError> {
+        let program = compile::program(program)?;
+        self.parser.runtime().set_compiler(Some(program.clone()));
+        self.router.runtime().set_compiler(Some(program.clone()));
+        self.replies.runtime().set_compiler(Some(program));
+        Ok(())
+    }
+
     /// The limits every plugin call runs under.
     pub fn limits(&self) -> &Limits {
         &self.limits
@@ -330,8 +368,8 @@ impl PluginHost {
     /// ([`PluginHost::shadow_stats`]). Its answers never reach a call. It
     /// replaces any earlier shadow; it must pass the router's checks.
     pub fn load_shadow(&self, bytes: &[u8], origin: &str) -> Result<VersionId, PluginError> {
-        let fuel = self.router.runtime().fuel();
-        let shadow = shadow::Shadow::start(self.limits(), fuel, bytes, origin)?;
+        let rt = self.router.runtime();
+        let shadow = shadow::Shadow::start(self.limits(), rt.fuel(), rt.compiler(), bytes, origin)?;
         self.shadow.store(Some(Arc::new(shadow)));
         tracing::info!(version = %VersionId::of(bytes), origin, "shadow router loaded");
         Ok(VersionId::of(bytes))

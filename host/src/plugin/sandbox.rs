@@ -5,6 +5,7 @@
 //! (`log`).
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -17,9 +18,9 @@ use wasmtime::{
 };
 
 use super::bindings::parser::switchboard::plugin::{host, types};
-use super::precheck;
 use super::world::World;
 use super::{Limits, PluginError, SlotName};
+use super::{compile, precheck};
 
 /// How often the clock thread advances the engine's epoch.
 const TICK: Duration = Duration::from_millis(1);
@@ -68,6 +69,9 @@ pub(crate) struct Runtime {
     slot: SlotName,
     /// Fuel each call and each instantiation gets.
     fuel: AtomicU64,
+    /// The program candidates are compiled in (a child process under the
+    /// compile budget); none compiles in this process.
+    compiler: Mutex<Option<PathBuf>>,
     clock_stop: Arc<AtomicBool>,
 }
 
@@ -75,33 +79,7 @@ impl Runtime {
     /// Sets up an engine for `slot` under `limits` and starts its clock thread.
     pub(crate) fn new(limits: Limits, slot: SlotName) -> Result<Runtime, PluginError> {
         let engine_error = |e: wasmtime::Error| PluginError::Engine(format!("{e:#}"));
-        // Calls in flight, plus the idle instances each version may keep.
-        let instances = limits
-            .max_concurrent_calls
-            .max(1)
-            .saturating_add(IDLE_BUDGET);
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(instances)
-            .total_core_instances(instances.saturating_mul(8))
-            .total_memories(instances.saturating_mul(2))
-            .total_tables(instances.saturating_mul(8))
-            .max_memories_per_component(limits.memories_per_component)
-            .max_tables_per_component(limits.tables_per_component)
-            .max_core_instances_per_component(limits.core_instances_per_component)
-            .max_memory_size(limits.memory_bytes)
-            // Reset a freed memory by rewriting only the pages the call
-            // dirtied (PAGEMAP_SCAN, Linux 6.7+), keeping them mapped, so
-            // the next instance takes no page faults.
-            .pagemap_scan(wasmtime::Enabled::Auto)
-            .linear_memory_keep_resident(2 << 20)
-            .table_keep_resident(64 << 10);
-        let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .epoch_interruption(true)
-            .consume_fuel(true)
-            .max_wasm_stack(limits.stack_bytes)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let config = engine_config(&limits, true);
         let engine = Engine::new(&config).map_err(engine_error)?;
 
         let mut linker = Linker::new(&engine);
@@ -129,6 +107,7 @@ impl Runtime {
             limits,
             slot,
             fuel: AtomicU64::new(UNMEASURED_FUEL),
+            compiler: Mutex::new(None),
             clock_stop,
         })
     }
@@ -141,6 +120,19 @@ impl Runtime {
     /// The fuel each call and each instantiation gets.
     pub(crate) fn fuel(&self) -> u64 {
         self.fuel.load(Ordering::Relaxed)
+    }
+
+    /// The program candidates are compiled in, if any.
+    pub(crate) fn compiler(&self) -> Option<PathBuf> {
+        self.compiler
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Compiles candidates in child processes of `program` from now on.
+    pub(crate) fn set_compiler(&self, program: Option<PathBuf>) {
+        *self.compiler.lock().unwrap_or_else(|e| e.into_inner()) = program;
     }
 
     /// Sets the fuel budget.
@@ -165,8 +157,18 @@ impl Runtime {
     /// imports and type-checks it against `W`'s world.
     pub(crate) fn prepare<W: World>(&self, bytes: &[u8]) -> Result<W::Pre, PluginError> {
         precheck::check(bytes, &self.limits)?;
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| PluginError::Compile(format!("{e:#}")))?;
+        let component = match self.compiler() {
+            Some(program) => {
+                let code = compile::in_child(&program, &self.limits, bytes)?;
+                // SAFETY: `code` is what wasmtime's `serialize` wrote in our
+                // own compiler child for these engine settings; wasmtime
+                // checks its header (version, settings) before using it.
+                unsafe { Component::deserialize(&self.engine, &code) }
+                    .map_err(|e| PluginError::Compile(format!("{e:#}")))?
+            }
+            None => Component::new(&self.engine, bytes)
+                .map_err(|e| PluginError::Compile(format!("{e:#}")))?,
+        };
         let mut linker = self.linker.clone();
         check_imports(&self.engine, &component)?;
         linker
@@ -204,7 +206,10 @@ impl Runtime {
         store.data_mut().start_call(&self.limits);
         self.arm(store);
         let result = call(&instance.bindings, store);
-        let used = self.fuel().saturating_sub(store.get_fuel().unwrap_or(0));
+        let used = match store.get_fuel() {
+            Ok(left) => self.fuel().saturating_sub(left),
+            Err(_) => 0,
+        };
         let sandbox = store.data();
         if sandbox.logs_dropped > 0 {
             tracing::warn!(
@@ -236,8 +241,10 @@ impl Runtime {
             .div_ceil(TICK.as_millis())
             .max(1);
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
-        // Fuel is enabled on every engine this module makes, so this cannot fail.
-        let _ = store.set_fuel(self.fuel());
+        if !self.limits.bench_without_fuel {
+            // Fuel is enabled on this engine, so this cannot fail.
+            let _ = store.set_fuel(self.fuel());
+        }
         store.set_hostcall_fuel(hostcall_fuel(&self.limits));
     }
 
@@ -266,6 +273,42 @@ impl Runtime {
             calls: 0,
         })
     }
+}
+
+/// The engine settings of a slot under `limits`; `pooled` adds the instance
+/// pool (the compiler child compiles without one: code is the same).
+pub(crate) fn engine_config(limits: &Limits, pooled: bool) -> Config {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .consume_fuel(!limits.bench_without_fuel)
+        .max_wasm_stack(limits.stack_bytes);
+    if !pooled {
+        return config;
+    }
+    // Calls in flight, plus the idle instances each version may keep.
+    let instances = limits
+        .max_concurrent_calls
+        .max(1)
+        .saturating_add(IDLE_BUDGET);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(instances)
+        .total_core_instances(instances.saturating_mul(8))
+        .total_memories(instances.saturating_mul(2))
+        .total_tables(instances.saturating_mul(8))
+        .max_memories_per_component(limits.memories_per_component)
+        .max_tables_per_component(limits.tables_per_component)
+        .max_core_instances_per_component(limits.core_instances_per_component)
+        .max_memory_size(limits.memory_bytes)
+        // Reset a freed memory by rewriting only the pages the call
+        // dirtied (PAGEMAP_SCAN, Linux 6.7+), keeping them mapped, so
+        // the next instance takes no page faults.
+        .pagemap_scan(wasmtime::Enabled::Auto)
+        .linear_memory_keep_resident(2 << 20)
+        .table_keep_resident(64 << 10);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
 }
 
 /// What lifting one result (or one `log` line) may copy out of the guest:

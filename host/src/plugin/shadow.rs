@@ -95,6 +95,7 @@ impl Shadow {
     pub(crate) fn start(
         limits: &Limits,
         fuel: u64,
+        compiler: Option<std::path::PathBuf>,
         bytes: &[u8],
         origin: &str,
     ) -> Result<Shadow, PluginError> {
@@ -103,7 +104,7 @@ impl Shadow {
             max_concurrent_calls: 2,
             ..limits.clone()
         };
-        let slot = Slot::<Router>::single(limits, fuel, bytes, origin)?;
+        let slot = Slot::<Router>::single(limits, fuel, compiler, bytes, origin)?;
         let stats = Arc::new(Mutex::new(ShadowStats {
             version: VersionId::of(bytes).as_str().to_string(),
             origin: origin.to_string(),

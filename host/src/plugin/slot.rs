@@ -214,11 +214,13 @@ impl<W: World> Slot<W> {
     pub(crate) fn single(
         limits: Limits,
         fuel: u64,
+        compiler: Option<std::path::PathBuf>,
         bytes: &[u8],
         origin: &str,
     ) -> Result<Slot<W>, PluginError> {
         let runtime = Runtime::new(limits, W::SLOT)?;
         runtime.set_fuel(fuel);
+        runtime.set_compiler(compiler);
         let pre = Self::candidate(&runtime, bytes)?;
         Ok(Self::with(runtime, bytes, origin, pre))
     }

@@ -711,7 +711,7 @@ async fn dashboard_page(state: &WebState, flash: Option<&Flash>) -> Response {
         section #plugins {
             h2 { "Plugins" }
             table {
-                tr { th { "Slot" } th { "Active version" } th { "From" } th { "Previous" } th { "Calls" } th { "Fallbacks" } th { "Traps / deadlines / invalid" } th {} }
+                tr { th { "Slot" } th { "Active version" } th { "From" } th { "Previous" } th { "Calls" } th { "Fallbacks" } th { "Traps / out of fuel / backstop / invalid" } th { "Suspicious" } th { "Breaker" } th {} }
                 @for s in slots(state) {
                     tr id={ "slot-" (s.slot) } {
                         td { (s.slot) }
@@ -720,7 +720,12 @@ async fn dashboard_page(state: &WebState, flash: Option<&Flash>) -> Response {
                         td { @if let Some(p) = &s.stats.previous { code { (p) } } @else { "—" } }
                         td { (s.stats.calls) }
                         td { (s.stats.fallbacks) }
-                        td { (s.stats.traps) " / " (s.stats.deadlines) " / " (s.stats.invalid) }
+                        td { (s.stats.traps) " / " (s.stats.out_of_fuel) " / " (s.stats.deadlines) " / " (s.stats.invalid) }
+                        td.suspicious { (s.stats.suspicious) }
+                        td.breaker {
+                            (s.stats.breaker_trips) " trips"
+                            @if let Some(why) = &s.stats.last_breaker_trip { br; small { (why) } }
+                        }
                         td {
                             form.inline method="post" action="/admin/plugins/rollback" {
                                 input type="hidden" name="slot" value=(s.slot);

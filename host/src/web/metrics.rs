@@ -148,7 +148,7 @@ pub fn render(state: &WebState) -> String {
         .into_iter()
         .map(|s| (s.as_str(), services.plugins.stats(s)))
         .collect();
-    let plugin_families: [(&str, &str, SlotCounter); 9] = [
+    let plugin_families: [(&str, &str, SlotCounter); 12] = [
         (
             "switchboard_plugin_calls_total",
             "Plugin calls made.",
@@ -170,9 +170,24 @@ pub fn render(state: &WebState) -> String {
             |s| s.traps,
         ),
         (
+            "switchboard_plugin_out_of_fuel_total",
+            "Version calls that used up their fuel budget.",
+            |s| s.out_of_fuel,
+        ),
+        (
             "switchboard_plugin_deadlines_total",
-            "Version calls stopped at the CPU deadline.",
+            "Version calls stopped at the wall-clock backstop.",
             |s| s.deadlines,
+        ),
+        (
+            "switchboard_plugin_suspicious_total",
+            "Answers unlike anything conformance accepts (parser: a phone leg not in the message).",
+            |s| s.suspicious,
+        ),
+        (
+            "switchboard_plugin_breaker_trips_total",
+            "Versions rolled back by the circuit breaker.",
+            |s| s.breaker_trips,
         ),
         (
             "switchboard_plugin_memory_faults_total",
@@ -211,6 +226,18 @@ pub fn render(state: &WebState) -> String {
             "switchboard_plugin_rollbacks_total",
             &[("slot", slot)],
             stats.rollbacks,
+        );
+    }
+    e.family(
+        "switchboard_plugin_fuel_budget",
+        "gauge",
+        "Fuel (WebAssembly instructions) one call of the slot may use.",
+    );
+    for (slot, stats) in &slots {
+        e.sample(
+            "switchboard_plugin_fuel_budget",
+            &[("slot", slot)],
+            stats.fuel_budget,
         );
     }
     e.family(

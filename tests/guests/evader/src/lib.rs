@@ -45,17 +45,7 @@ impl Guest for Evader {
     }
 
     fn route(request: RouteRequest) -> Vec<Attempt> {
-        request
-            .candidates
-            .iter()
-            .filter(|c| match &request.requested_provider {
-                Some(name) => c.provider.eq_ignore_ascii_case(name),
-                None => true,
-            })
-            .map(|c| Attempt {
-                provider: c.provider.clone(),
-            })
-            .collect()
+        command_grammar::offered(&request)
     }
 
     fn on_failure(request: RouteRequest, _failed: Attempt, sip_status: u16) -> Failover {

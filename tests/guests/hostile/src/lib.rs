@@ -113,17 +113,7 @@ impl Guest for Hostile {
             }
             _ => {}
         }
-        request
-            .candidates
-            .iter()
-            .filter(|c| match &request.requested_provider {
-                Some(name) => c.provider.eq_ignore_ascii_case(name),
-                None => true,
-            })
-            .map(|c| Attempt {
-                provider: c.provider.clone(),
-            })
-            .collect()
+        command_grammar::offered(&request)
     }
 
     fn on_failure(_request: RouteRequest, _failed: Attempt, sip_status: u16) -> Failover {

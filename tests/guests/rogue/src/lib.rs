@@ -98,17 +98,7 @@ impl Guest for Rogue {
         if request.account.id == "amplify" {
             return amplified(request);
         }
-        request
-            .candidates
-            .iter()
-            .filter(|c| match &request.requested_provider {
-                Some(name) => c.provider.eq_ignore_ascii_case(name),
-                None => true,
-            })
-            .map(|c| Attempt {
-                provider: c.provider.clone(),
-            })
-            .collect()
+        command_grammar::offered(&request)
     }
 
     fn on_failure(request: RouteRequest, _failed: Attempt, sip_status: u16) -> Failover {
@@ -164,8 +154,6 @@ fn amplified(request: RouteRequest) -> Vec<Attempt> {
                 String::from_raw_parts(big.as_ptr() as *mut u8, big.len(), big.len())
             },
         })
-        .map(std::mem::ManuallyDrop::new)
-        .map(|attempt| std::mem::ManuallyDrop::into_inner(attempt))
         .collect()
 }
 
