@@ -326,7 +326,12 @@ fn rollback_returns_to_the_replaced_version() {
 
 #[test]
 fn a_spinning_plugin_does_not_hold_up_other_calls() {
-    let host = Arc::new(hostile_host());
+    // Twenty failures in a row would trip the circuit breaker (tested in
+    // plugin_attacks.rs); here the hostile version must stay active.
+    let host = Arc::new(hostile_host_with(Limits {
+        breaker_failures: 0,
+        ..Limits::default()
+    }));
     let spinner = {
         let host = host.clone();
         thread::spawn(move || {

@@ -721,6 +721,24 @@ async fn api_and_bad_input() {
     )
     .await;
     assert_eq!(status, 422, "nothing left to roll back: {body}");
+    // A time bomb uploaded as the parser: the breaker rolls it back, and
+    // the API (what the admin page shows) says so and why.
+    let rogue = std::fs::read(common::guest_path("rogue_guest")).unwrap();
+    let (status, body) = http(
+        addr,
+        &request("PUT", "/admin/api/plugins/parser", &[auth], &rogue),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let breaker = Limits::default().breaker_failures;
+    for _ in 0..=breaker {
+        let answer = host.plugins.parse("tick", "bomber@example.com").unwrap();
+        assert!(answer.fell_back);
+    }
+    let (status, body) = http(addr, &request("GET", "/admin/api/plugins", &[auth], b"")).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("\"breaker_trips\":1"), "{body}");
+    assert!(body.contains("rolled back to"), "{body}");
     let (status, body) = http(
         addr,
         &request("POST", "/admin/api/shadow/promote", &[auth], b""),

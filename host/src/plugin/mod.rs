@@ -405,11 +405,19 @@ impl PluginHost {
         failed: &Attempt,
         sip_status: u16,
     ) -> Result<Answer<Failover>, PluginError> {
-        self.router.call(
+        let answer = self.router.call(
             &request.account.id,
             |bindings, store| bindings.call_on_failure(store, request, failed, sip_status),
             |_| Ok(()),
-        )
+        )?;
+        if matches!(sip_status, 486 | 600 | 603) && answer.value == Failover::TryNext {
+            // Conformance demands stop here; the host's floor stops anyway.
+            self.router.flag(
+                &answer.version,
+                &format!("on-failure after SIP {sip_status} said try-next"),
+            );
+        }
+        Ok(answer)
     }
 
     /// Phrases an event for `recipient` (the user the message goes to) with

@@ -121,9 +121,10 @@ pub struct SlotStats {
     pub traps: u64,
     /// Version calls that returned an invalid result.
     pub invalid: u64,
-    /// Answers accepted but unlike anything conformance accepts (for the
-    /// parser: a phone leg whose digits do not appear in the message). A
-    /// version that behaves only while it is checked shows up here.
+    /// Answers accepted but unlike anything conformance accepts (parser: a
+    /// phone leg whose digits do not appear in the message; router:
+    /// try-next after 486, 600 or 603). A version that behaves only while
+    /// it is checked shows up here.
     pub suspicious: u64,
     /// Version calls that could not be instantiated.
     pub instantiation_failures: u64,

@@ -181,7 +181,7 @@ pub fn render(state: &WebState) -> String {
         ),
         (
             "switchboard_plugin_suspicious_total",
-            "Answers unlike anything conformance accepts (parser: a phone leg not in the message).",
+            "Answers unlike anything conformance accepts (parser: a phone leg not in the message; router: try-next after 486/600/603).",
             |s| s.suspicious,
         ),
         (
