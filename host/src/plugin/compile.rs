@@ -23,7 +23,7 @@ use wasmtime::{Engine, Strategy};
 use super::{Limits, PluginError, precheck, sandbox};
 
 /// The subcommand of the host binary that compiles one component.
-pub const WORKER_ARGS: [&str; 2] = ["plugin", "compile-worker"];
+const WORKER_ARGS: [&str; 2] = ["plugin", "compile-worker"];
 
 /// Compiles `bytes` in a child process of `program` under the limits'
 /// compile budget; returns wasmtime's serialized code.

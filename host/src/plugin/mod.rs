@@ -22,7 +22,7 @@ mod validate;
 mod watch;
 mod world;
 
-pub use compile::{WORKER_ARGS, compile_worker};
+pub use compile::compile_worker;
 pub use limits::Limits;
 pub use shadow::{Difference, PrefixFigures, ShadowStats};
 pub use slot::{SlotStats, VersionId};

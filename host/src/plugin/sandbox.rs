@@ -20,7 +20,7 @@ use wasmtime::{
 use super::bindings::parser::switchboard::plugin::{host, types};
 use super::world::World;
 use super::{Limits, PluginError, SlotName};
-use super::{compile, precheck};
+use super::{compile, precheck, validate};
 
 /// How often the clock thread advances the engine's epoch.
 const TICK: Duration = Duration::from_millis(1);
@@ -460,7 +460,7 @@ impl types::Host for Sandbox {}
 /// `text` with every control character (CR and LF included), line and
 /// paragraph separator and bidirectional control written as an escape, so a
 /// plugin's log line stays one line and cannot forge a host log line.
-pub(crate) fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+fn escape(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.chars().any(needs_escape) {
         return std::borrow::Cow::Borrowed(text);
     }
@@ -478,8 +478,7 @@ pub(crate) fn escape(text: &str) -> std::borrow::Cow<'_, str> {
 }
 
 fn needs_escape(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    c.is_control() || validate::deceptive(c)
 }
 
 /// At most `max` bytes of `text`, cut at a character boundary.

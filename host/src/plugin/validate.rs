@@ -76,12 +76,21 @@ pub(crate) fn rendered(text: &str, limits: &Limits) -> Result<(), String> {
 fn reply_char(c: char) -> bool {
     match c {
         '\n' | '\t' => true,
-        c if c.is_control() => false,
-        '\u{2028}' | '\u{2029}' => false,
-        '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' => false,
+        c if c.is_control() || deceptive(c) => false,
         '\u{fdd0}'..='\u{fdef}' => false,
         c => (c as u32) & 0xfffe != 0xfffe,
     }
+}
+
+/// Characters that make text read as something else: line and paragraph
+/// separators (a new line where none shows) and bidirectional marks,
+/// embeddings, overrides and isolates. Replies may not hold them, and
+/// guest log lines have them escaped.
+pub(crate) fn deceptive(c: char) -> bool {
+    matches!(
+        c,
+        '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+    )
 }
 
 /// A phone leg of `command` whose digits do not appear in `message` (read
