@@ -57,8 +57,16 @@ struct Version<W: World> {
     origin: String,
     pre: W::Pre,
     warm: WarmInstances<W>,
-    /// Outcomes of its recent calls as the active version (true = failed).
-    recent: Mutex<VecDeque<bool>>,
+    /// Outcomes of its recent calls as the active version.
+    recent: Mutex<Recent>,
+}
+
+/// The outcomes of a version's last calls (true = failed), with the
+/// failures among them counted as they come and go.
+#[derive(Default)]
+struct Recent {
+    outcomes: VecDeque<bool>,
+    failed: usize,
 }
 
 impl<W: World> Version<W> {
@@ -68,7 +76,7 @@ impl<W: World> Version<W> {
             origin: origin.to_string(),
             pre,
             warm: WarmInstances::new(IDLE_PER_VERSION),
-            recent: Mutex::new(VecDeque::new()),
+            recent: Mutex::new(Recent::default()),
         }
     }
 
@@ -79,11 +87,14 @@ impl<W: World> Version<W> {
             return false;
         }
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        recent.push_back(failed);
-        while recent.len() > window as usize {
-            recent.pop_front();
+        recent.outcomes.push_back(failed);
+        recent.failed += usize::from(failed);
+        while recent.outcomes.len() > window as usize {
+            if recent.outcomes.pop_front() == Some(true) {
+                recent.failed -= 1;
+            }
         }
-        recent.iter().filter(|f| **f).count() > failures as usize
+        recent.failed > failures as usize
     }
 }
 
@@ -192,20 +203,17 @@ impl<W: World> Slot<W> {
             other => other,
         };
         let pre = runtime.prepare::<W>(bytes).map_err(limits_error)?;
-        let measured = W::conformance(&runtime, &pre, &mut conformance::Draw::fresh())
-            .map_err(|reason| PluginError::Conformance {
-                slot: W::SLOT,
-                reason,
+        let conforms = |runtime: &Runtime| {
+            W::conformance(runtime, &pre, &mut conformance::Draw::fresh()).map_err(|reason| {
+                limits_error(PluginError::Conformance {
+                    slot: W::SLOT,
+                    reason,
+                })
             })
-            .map_err(limits_error)?;
-        runtime.size_fuel(measured);
+        };
+        runtime.size_fuel(conforms(&runtime)?);
         // The budget it will live under must be enough for it too.
-        W::conformance(&runtime, &pre, &mut conformance::Draw::fresh())
-            .map_err(|reason| PluginError::Conformance {
-                slot: W::SLOT,
-                reason,
-            })
-            .map_err(limits_error)?;
+        conforms(&runtime)?;
         Ok(Self::with(runtime, bytes, "embedded", pre))
     }
 
@@ -332,11 +340,9 @@ impl<W: World> Slot<W> {
         if current.active.id != version.id {
             return; // someone else swapped it meanwhile
         }
-        let mut history = current.history.clone();
-        let fallback = history.pop().unwrap_or_else(|| self.embedded.clone());
-        if fallback.id == version.id {
+        let Some(fallback) = self.step_back(&current, true) else {
             return; // the embedded default has nothing to fall back to
-        }
+        };
         let why = format!(
             "version {} ({}) failed more than {} of its last {} calls, the last one {}; rolled back to {}",
             version.id,
@@ -346,11 +352,6 @@ impl<W: World> Slot<W> {
             failure.map(ToString::to_string).unwrap_or_default(),
             fallback.id
         );
-        self.versions.store(Arc::new(Versions {
-            active: fallback,
-            history,
-        }));
-        bump(&self.counters.rollbacks);
         bump(&self.counters.breaker_trips);
         tracing::error!(slot = %W::SLOT, "circuit breaker: {why}");
         *self.last_trip.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
@@ -463,18 +464,32 @@ impl<W: World> Slot<W> {
     pub(crate) fn rollback(&self) -> Result<VersionId, PluginError> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.versions.load_full();
-        let mut history = current.history.clone();
-        let Some(previous) = history.pop() else {
+        let Some(previous) = self.step_back(&current, false) else {
             return Err(PluginError::NothingToRollBack(W::SLOT));
         };
-        let id = previous.id.clone();
+        tracing::info!(slot = %W::SLOT, version = %previous.id, replaced = %current.active.id, "plugin rolled back");
+        Ok(previous.id.clone())
+    }
+
+    /// Makes the version `current.active` replaced active again, or, with
+    /// `to_default` and none left, the embedded default; counts a rollback.
+    /// None when there is nothing to go back to. The caller holds `writer`.
+    fn step_back(&self, current: &Versions<W>, to_default: bool) -> Option<Arc<Version<W>>> {
+        let mut history = current.history.clone();
+        let previous = match history.pop() {
+            Some(previous) => previous,
+            None if to_default => self.embedded.clone(),
+            None => return None,
+        };
+        if previous.id == current.active.id {
+            return None;
+        }
         self.versions.store(Arc::new(Versions {
-            active: previous,
+            active: previous.clone(),
             history,
         }));
         bump(&self.counters.rollbacks);
-        tracing::info!(slot = %W::SLOT, version = %id, replaced = %current.active.id, "plugin rolled back");
-        Ok(id)
+        Some(previous)
     }
 
     /// Counters and versions.
