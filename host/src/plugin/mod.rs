@@ -284,6 +284,14 @@ pub fn read_component(path: &Path, max: usize) -> Result<Vec<u8>, PluginError> {
     std::fs::read(path).map_err(read_error)
 }
 
+/// Whether a SIP final status means the callee refused the call (486 Busy
+/// Here, 600 Busy Everywhere, 603 Decline): they must not be rung again
+/// through another provider. Conformance requires routers to stop there;
+/// the session's floor stops whatever the router says.
+pub fn callee_refused(sip_status: u16) -> bool {
+    matches!(sip_status, 486 | 600 | 603)
+}
+
 /// The embedded default plugins, built from `guest-examples/` by `host/build.rs`.
 mod embedded {
     pub const PARSER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/parser.wasm"));
@@ -410,7 +418,7 @@ impl PluginHost {
             |bindings, store| bindings.call_on_failure(store, request, failed, sip_status),
             |_| Ok(()),
         )?;
-        if matches!(sip_status, 486 | 600 | 603) && answer.value == Failover::TryNext {
+        if callee_refused(sip_status) && answer.value == Failover::TryNext {
             // Conformance demands stop here; the host's floor stops anyway.
             self.router.flag(
                 &answer.version,

@@ -156,19 +156,10 @@ fn sip_leg_rules(
 
 /// Why `leg` (not a phone leg) may not be rung, as the error to tell the
 /// user; none when it may.
-pub(super) fn leg_refusal(services: &Services, leg: &Leg, command: &str) -> Option<Error> {
-    use super::target::TargetError;
-    match super::target::resolve(leg, &services.config.gateways, &services.sip_rules) {
-        Ok(_) | Err(TargetError::Unreachable(_)) => None,
-        Err(TargetError::NumberRefused(_)) => Some(Error::NumberRefused(leg.clone())),
-        Err(TargetError::HostRefused(why) | TargetError::BadAddress(why)) => {
-            tracing::info!(%why, "sip: leg refused");
-            Some(Error::WrongState(crate::plugin::types::WrongState {
-                command: command.into(),
-                state: why,
-            }))
-        }
-    }
+fn leg_refusal(services: &Services, leg: &Leg, command: &str) -> Option<Error> {
+    super::target::resolve(leg, &services.config.gateways, &services.sip_rules)
+        .err()
+        .and_then(|e| e.refusal(leg, command))
 }
 
 /// The host's sessions.

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use crate::billing::policy::Policy;
-use crate::plugin::types::{Leg, Scheme};
+use crate::plugin::types::{Error, Leg, Scheme, WrongState};
 use crate::sip::{TargetUri, UriHost};
 
 /// How to reach one leg.
@@ -32,6 +32,26 @@ pub enum TargetError {
     /// The host of a `sip:` leg may not be called directly.
     #[error("{0}")]
     HostRefused(String),
+}
+
+impl TargetError {
+    /// What to tell the user who asked for `leg` with `command` when the
+    /// leg is refused: the number policy's refusal, or the reason for a
+    /// refused host or address. None when the leg is unreachable (its
+    /// failure is told when it is dialled).
+    pub fn refusal(self, leg: &Leg, command: &str) -> Option<Error> {
+        match self {
+            TargetError::Unreachable(_) => None,
+            TargetError::NumberRefused(_) => Some(Error::NumberRefused(leg.clone())),
+            TargetError::HostRefused(why) | TargetError::BadAddress(why) => {
+                tracing::info!(%why, "sip: leg refused");
+                Some(Error::WrongState(WrongState {
+                    command: command.into(),
+                    state: why,
+                }))
+            }
+        }
+    }
 }
 
 /// Which hosts `sip:` legs may reach (`[sessions] sip_legs`).

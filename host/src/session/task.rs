@@ -17,6 +17,7 @@ use crate::billing::{
     Settlement, unix_ms,
 };
 use crate::media::{ConferenceId, Law, LegConfig, LegHandle, Playback, Tone};
+use crate::plugin::callee_refused;
 use crate::plugin::types::{
     Account, Attempt, CallbackArgs, Candidate, Command, EndReason, Error, Event, Failover,
     InsufficientCredit, Leg, LegFailure, LegRole, ProviderStats, RouteRequest, SessionEnded,
@@ -277,16 +278,9 @@ impl SessionTask {
         let services = &self.services;
         let plan = match target::resolve(&leg, &services.config.gateways, &services.sip_rules) {
             Ok(Target::Direct(uri)) => Plan::Direct(uri),
-            Err(TargetError::NumberRefused(_)) => {
-                return vec![Input::Refused(key, Error::NumberRefused(leg))];
-            }
-            Err(TargetError::HostRefused(why)) => {
-                tracing::info!(%why, "sip: leg refused");
-                let state = crate::plugin::types::WrongState {
-                    command: "ADD".into(),
-                    state: why,
-                };
-                return vec![Input::Refused(key, Error::WrongState(state))];
+            Err(e @ (TargetError::NumberRefused(_) | TargetError::HostRefused(_))) => {
+                let refusal = e.refusal(&leg, "ADD");
+                return refusal.map_or_else(Vec::new, |error| vec![Input::Refused(key, error)]);
             }
             Ok(Target::Phone(number)) => match self.route(key, role, &leg, &number, provider) {
                 Ok(plan) => plan,
@@ -654,8 +648,7 @@ impl SessionTask {
                 request, attempts, ..
             } => {
                 let next = l.attempt as usize + 1;
-                let callee_refused = matches!(status, 486 | 600 | 603);
-                if callee_refused && self.services.config.never_ring_busy_again {
+                if callee_refused(status) && self.services.config.never_ring_busy_again {
                     // The host's floor, whatever the router says: a busy or
                     // declining callee is not rung again through another provider.
                     None
