@@ -8,8 +8,8 @@
 //! CPU-hog process on every core.
 //!
 //! Run with `cargo bench -p switchboard --bench plugins` (add `-- --quick`
-//! for a short smoke run). Prints its figures; nothing here is a pass/fail
-//! test.
+//! for a short smoke run, `-- --new-users` for only the rows of a user's
+//! first call). Prints its figures; nothing here is a pass/fail test.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -321,6 +321,18 @@ fn main() {
     let request = route_request("ruslan@example.com");
     let event = calling();
     let users: Vec<String> = (0..1000).map(|i| format!("user{i}@example.com")).collect();
+    if std::env::args().any(|a| a == "--new-users") {
+        // Only the rows of a user's first call, for profiling them.
+        let host = PluginHost::new(Limits::default()).expect("host");
+        let mut i = 0usize;
+        latency("parser.parse (1000 users)", n, || {
+            i += 1;
+            host.parse(message, &users[i % users.len()])
+                .map(|a| a.fell_back)
+        });
+        paced_new_users(&host, message, &users, n / 5);
+        return;
+    }
     // The fuel on/off pair runs twice, interleaved, so that the order of
     // the runs (a warmer cache, a quieter neighbour) shows as noise.
     let reused = Limits::default().calls_per_instance;

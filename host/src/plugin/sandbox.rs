@@ -3,10 +3,17 @@
 //! memory limiter (instances fresh per call or reused, see
 //! [`Limits::calls_per_instance`]), and the one host function plugins get
 //! (`log`).
+//!
+//! An instance only ever serves one user ([`WarmInstances`]). A user with
+//! no idle instance of their own takes a spare: an instance made ahead by
+//! the clock thread and never used. Used instances are dropped (their
+//! memory reset for the pool) on the clock thread too, so neither cost
+//! lands on a call while the clock thread keeps up; when it cannot, calls
+//! do their own work.
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -47,11 +54,28 @@ const STD_STUBS: &[&str] = &[
 ];
 
 /// Pool room for idle instances of one slot: up to six versions (active,
-/// four replaced, embedded), [`IDLE_PER_VERSION`] idle instances each.
-const IDLE_BUDGET: u32 = 6 * IDLE_PER_VERSION as u32;
+/// four replaced, embedded), [`IDLE_PER_VERSION`] idle instances and
+/// [`SPARES_PER_VERSION`] spares each.
+const IDLE_BUDGET: u32 = 6 * (IDLE_PER_VERSION + SPARES_PER_VERSION) as u32;
 
 /// Idle instances one version keeps for reuse (each kept for one user).
 pub(crate) const IDLE_PER_VERSION: usize = 8;
+
+/// Instances one version keeps instantiated ahead, never used: a user with
+/// no idle instance of their own takes one, so a first call pays no
+/// instantiation while the clock thread keeps up.
+pub(crate) const SPARES_PER_VERSION: usize = 8;
+
+/// Chores that may wait for the clock thread before a refill is skipped.
+const CHORES: usize = 64;
+
+/// Used instances that may wait on the clock thread to be dropped; past
+/// that, the calling thread drops its own. The pool has room for them.
+const PENDING_DROPS: usize = 8;
+
+/// Work taken off the calling thread: dropping used instances (resetting
+/// their memory) and instantiating spares.
+type Job = Box<dyn FnOnce() + Send>;
 
 /// The fuel budget before a slot has measured its embedded default.
 const UNMEASURED_FUEL: u64 = 1_000_000_000;
@@ -73,6 +97,11 @@ pub(crate) struct Runtime {
     /// compile budget); none compiles in this process.
     compiler: Mutex<Option<PathBuf>>,
     clock_stop: Arc<AtomicBool>,
+    /// Work for the clock thread's next tick: a caller queues it without
+    /// waking anyone.
+    chores: Arc<Mutex<Vec<Job>>>,
+    /// Instances queued on the clock thread to be dropped.
+    pending_drops: Arc<AtomicUsize>,
 }
 
 impl Runtime {
@@ -89,14 +118,18 @@ impl Runtime {
             .map_err(engine_error)?;
 
         let clock_stop = Arc::new(AtomicBool::new(false));
-        let clock_engine = engine.clone();
-        let stop = clock_stop.clone();
+        let chores: Arc<Mutex<Vec<Job>>> = Arc::default();
+        let (clock_engine, stop, todo) = (engine.clone(), clock_stop.clone(), chores.clone());
         thread::Builder::new()
             .name(format!("plugin-clock-{slot}"))
             .spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     thread::sleep(TICK);
                     clock_engine.increment_epoch();
+                    let jobs = std::mem::take(&mut *todo.lock().unwrap_or_else(|e| e.into_inner()));
+                    for job in jobs {
+                        job();
+                    }
                 }
             })
             .map_err(|e| PluginError::Engine(format!("cannot start the clock thread: {e}")))?;
@@ -109,6 +142,8 @@ impl Runtime {
             fuel: AtomicU64::new(UNMEASURED_FUEL),
             compiler: Mutex::new(None),
             clock_stop,
+            chores,
+            pending_drops: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -183,28 +218,41 @@ impl Runtime {
     }
 
     /// Runs `call` on an instance of `pre` under the limits: an idle one
-    /// that served the same `owner` from `warm` if there is one, else a
-    /// fresh one. `check` judges the result; the instance goes back to
-    /// `warm` only if the call succeeded, its result passed `check`, and it
-    /// has served fewer than [`Limits::calls_per_instance`] calls. With no
-    /// `warm`, every call gets a fresh instance. Returns the result and the
-    /// fuel the call used.
+    /// that served the same `owner` from `warm` if there is one, else one
+    /// of `warm`'s spares (instantiated ahead, never used), else a fresh
+    /// one. `check` judges the result; the instance goes back to `warm`
+    /// only if the call succeeded, its result passed `check`, and it has
+    /// served fewer than [`Limits::calls_per_instance`] calls. With no
+    /// `warm`, every call gets a fresh instance. Instances that are done
+    /// are dropped, and spares made, on the runtime's clock thread.
+    /// Returns the result and the fuel the call used.
     pub(crate) fn run<W: World, R>(
         &self,
         pre: &W::Pre,
         version: &str,
-        warm: Option<(&WarmInstances<W>, &str)>,
+        warm: Option<(&Arc<WarmInstances<W>>, &str)>,
         call: impl FnOnce(&W, &mut Store<Sandbox>) -> wasmtime::Result<R>,
         check: impl FnOnce(&R) -> Result<(), String>,
     ) -> Result<(R, u64), Failure> {
-        let reused = warm.and_then(|(warm, owner)| warm.take(owner));
+        let mut reused = None;
+        if let Some((warm, owner)) = warm {
+            let (instance, refill) = warm.take(owner);
+            reused = instance;
+            if refill {
+                self.refill(pre, version, warm);
+            }
+        }
+        // A call that finds neither an instance of its owner's nor a spare
+        // means calls come faster than spares are made: it does its own
+        // work, so the clock thread is not also asked to drop.
+        let keeping_up = reused.is_some();
         let mut instance = match reused {
             Some(instance) => instance,
-            None => self.instantiate(pre, version)?,
+            None => instantiate(&self.engine, &self.limits, self.fuel(), pre, version)?,
         };
         let store = &mut instance.store;
         store.data_mut().start_call(&self.limits);
-        self.arm(store);
+        arm(store, &self.limits, self.fuel());
         let result = call(&instance.bindings, store);
         let used = match store.get_fuel() {
             Ok(left) => self.fuel().saturating_sub(left),
@@ -221,58 +269,131 @@ impl Runtime {
         }
         let memory_denied = sandbox.memory_denied;
         instance.calls += 1;
-        let value = result.map_err(|e| Failure::classify(&e, memory_denied))?;
-        check(&value).map_err(Failure::Invalid)?;
-        if let Some((warm, owner)) = warm
-            && instance.calls < self.limits.calls_per_instance
-        {
-            warm.put(owner, instance);
-        }
-        Ok((value, used))
-    }
-
-    /// Gives the store a fresh fuel budget, a fresh copy budget and the
-    /// wall-clock backstop from now.
-    fn arm(&self, store: &mut Store<Sandbox>) {
-        let ticks = self
-            .limits
-            .deadline
-            .as_millis()
-            .div_ceil(TICK.as_millis())
-            .max(1);
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
-        if !self.limits.bench_without_fuel {
-            // Fuel is enabled on this engine, so this cannot fail.
-            let _ = store.set_fuel(self.fuel());
-        }
-        store.set_hostcall_fuel(hostcall_fuel(&self.limits));
-    }
-
-    fn instantiate<W: World>(&self, pre: &W::Pre, version: &str) -> Result<Instance<W>, Failure> {
-        let sandbox = Sandbox {
-            slot: W::SLOT,
-            version: version.to_string(),
-            memory_cap: self.limits.memory_bytes,
-            memory_denied: false,
-            log_budget: 0,
-            log_line_bytes: self.limits.log_line_bytes,
-            logs_dropped: 0,
+        let outcome = match result {
+            Err(e) => Err(Failure::classify(&e, memory_denied)),
+            Ok(value) => match check(&value) {
+                Err(why) => Err(Failure::Invalid(why)),
+                Ok(()) => Ok(value),
+            },
         };
-        let mut store = Store::new(&self.engine, sandbox);
-        store.limiter(|s| s);
-        self.arm(&mut store);
-        let bindings =
-            W::instantiate(pre, &mut store).map_err(|e| match e.downcast_ref::<Trap>() {
-                Some(Trap::OutOfFuel) => Failure::Fuel,
-                Some(Trap::Interrupt) => Failure::Deadline,
-                _ => Failure::Instantiate(format!("{e:#}")),
-            })?;
-        Ok(Instance {
-            store,
-            bindings,
-            calls: 0,
-        })
+        let done = match (&outcome, warm) {
+            (Ok(_), Some((warm, owner))) if instance.calls < self.limits.calls_per_instance => {
+                warm.put(owner, instance)
+            }
+            _ => Some(instance),
+        };
+        match done {
+            Some(done) if keeping_up => self.discard(done),
+            done => drop(done),
+        }
+        outcome.map(|value| (value, used))
     }
+
+    /// Drops `instance` (which resets its memory for the pool) on the
+    /// clock thread, or here if [`PENDING_DROPS`] are queued already.
+    fn discard<W: World>(&self, instance: Instance<W>) {
+        if self.pending_drops.fetch_add(1, Ordering::AcqRel) >= PENDING_DROPS {
+            self.pending_drops.fetch_sub(1, Ordering::AcqRel);
+            return drop(instance);
+        }
+        let pending = self.pending_drops.clone();
+        let job: Job = Box::new(move || {
+            drop(instance);
+            pending.fetch_sub(1, Ordering::AcqRel);
+        });
+        if let Err(job) = self.chore(job) {
+            job();
+        }
+    }
+
+    /// Queues `job` for the clock thread's next tick, unless [`CHORES`] are
+    /// queued already.
+    fn chore(&self, job: Job) -> Result<(), Job> {
+        let mut chores = self.chores.lock().unwrap_or_else(|e| e.into_inner());
+        if chores.len() >= CHORES {
+            return Err(job);
+        }
+        chores.push(job);
+        Ok(())
+    }
+
+    /// Asks the clock thread to bring `warm`'s spares back up to
+    /// [`SPARES_PER_VERSION`]. A spare that cannot be made (the pool is
+    /// full, say) is left to the calls, which then instantiate their own.
+    fn refill<W: World>(&self, pre: &W::Pre, version: &str, warm: &Arc<WarmInstances<W>>) {
+        let (engine, limits, fuel) = (self.engine.clone(), self.limits.clone(), self.fuel());
+        let (pre, version, target) = (pre.clone(), version.to_string(), warm.clone());
+        let job: Job = Box::new(move || {
+            // More new users since the last refill than there are spares
+            // means calls come faster than spares are made, and they
+            // instantiate their own: make one, so that their
+            // instantiations do not also compete with ours.
+            let mut budget = if target.take_demand() > target.spares {
+                1
+            } else {
+                usize::MAX
+            };
+            while budget > 0 && target.spare_count() < target.spares {
+                match instantiate(&engine, &limits, fuel, &pre, &version) {
+                    Ok(instance) => target.add_spare(instance),
+                    Err(_) => break,
+                }
+                budget -= 1;
+            }
+            target.refilled();
+        });
+        if self.chore(job).is_err() {
+            warm.refilled();
+        }
+    }
+}
+
+/// Gives `store` a fresh fuel budget of `fuel`, a fresh copy budget and the
+/// wall-clock backstop from now.
+fn arm(store: &mut Store<Sandbox>, limits: &Limits, fuel: u64) {
+    let ticks = limits
+        .deadline
+        .as_millis()
+        .div_ceil(TICK.as_millis())
+        .max(1);
+    store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+    if !limits.bench_without_fuel {
+        // Fuel is enabled on this engine, so this cannot fail.
+        let _ = store.set_fuel(fuel);
+    }
+    store.set_hostcall_fuel(hostcall_fuel(limits));
+}
+
+/// A fresh instance of `pre` in a store of its own on `engine`.
+fn instantiate<W: World>(
+    engine: &Engine,
+    limits: &Limits,
+    fuel: u64,
+    pre: &W::Pre,
+    version: &str,
+) -> Result<Instance<W>, Failure> {
+    let sandbox = Sandbox {
+        slot: W::SLOT,
+        version: version.to_string(),
+        memory_cap: limits.memory_bytes,
+        memory_denied: false,
+        log_budget: 0,
+        log_line_bytes: limits.log_line_bytes,
+        logs_dropped: 0,
+    };
+    let mut store = Store::new(engine, sandbox);
+    store.limiter(|s| s);
+    arm(&mut store, limits, fuel);
+    let bindings = W::instantiate(pre, &mut store).map_err(|e| match e.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => Failure::Fuel,
+        Some(Trap::Interrupt) => Failure::Deadline,
+        _ => Failure::Instantiate(format!("{e:#}")),
+    })?;
+    Ok(Instance {
+        store,
+        bindings,
+        calls: 0,
+    })
 }
 
 /// The engine settings of a slot under `limits`; `pooled` adds the instance
@@ -287,11 +408,13 @@ pub(crate) fn engine_config(limits: &Limits, pooled: bool) -> Config {
     if !pooled {
         return config;
     }
-    // Calls in flight, plus the idle instances each version may keep.
+    // Calls in flight, plus the idle instances and spares each version may
+    // keep, plus the used ones waiting on the clock thread to be dropped.
     let instances = limits
         .max_concurrent_calls
         .max(1)
-        .saturating_add(IDLE_BUDGET);
+        .saturating_add(IDLE_BUDGET)
+        .saturating_add(PENDING_DROPS as u32);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(instances)
         .total_core_instances(instances.saturating_mul(8))
@@ -333,37 +456,90 @@ pub(crate) struct Instance<W> {
 /// Idle instances of one plugin version, kept for the next calls of the
 /// user each last served. An instance is never handed to another user.
 pub(crate) struct WarmInstances<W> {
-    idle: Mutex<Vec<(String, Instance<W>)>>,
+    idle: Mutex<Idle<W>>,
     max_idle: usize,
+    spares: usize,
+}
+
+/// A version's instances between calls.
+struct Idle<W> {
+    /// Used instances, each with the user it served, least recent first.
+    kept: Vec<(String, Instance<W>)>,
+    /// Instances no call has used yet.
+    spares: Vec<Instance<W>>,
+    /// A refill is queued or running on the clock thread.
+    refilling: bool,
+    /// Calls that wanted a fresh instance since the last refill began.
+    demand: usize,
 }
 
 impl<W> WarmInstances<W> {
-    /// Keeps at most `max_idle` idle instances.
-    pub(crate) fn new(max_idle: usize) -> WarmInstances<W> {
+    /// Keeps at most `max_idle` used instances and `spares` unused ones.
+    pub(crate) fn new(max_idle: usize, spares: usize) -> WarmInstances<W> {
         WarmInstances {
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(Idle {
+                kept: Vec::new(),
+                spares: Vec::new(),
+                refilling: false,
+                demand: 0,
+            }),
             max_idle,
+            spares,
         }
     }
 
-    /// An idle instance that last served `owner`, if any.
-    fn take(&self, owner: &str) -> Option<Instance<W>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let at = idle.iter().rposition(|(o, _)| o == owner)?;
-        Some(idle.remove(at).1)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Idle<W>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Keeps `instance` for `owner`'s next call; the least recently kept
-    /// instance makes room when the version has `max_idle` already.
-    fn put(&self, owner: &str, instance: Instance<W>) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+    /// An idle instance that last served `owner`, else an unused spare, if
+    /// any; and whether the spares should be refilled (the caller asks the
+    /// clock thread, once until [`WarmInstances::refilled`]).
+    fn take(&self, owner: &str) -> (Option<Instance<W>>, bool) {
+        let mut idle = self.lock();
+        let instance = match idle.kept.iter().rposition(|(o, _)| o == owner) {
+            Some(at) => Some(idle.kept.remove(at).1),
+            None => {
+                idle.demand += 1;
+                idle.spares.pop()
+            }
+        };
+        let refill = !idle.refilling && idle.spares.len() < self.spares;
+        idle.refilling |= refill;
+        (instance, refill)
+    }
+
+    /// Keeps `instance` for `owner`'s next call. Returns the least recently
+    /// kept instance when the version had `max_idle` already (or `instance`
+    /// itself when it keeps none), for the caller to drop.
+    fn put(&self, owner: &str, instance: Instance<W>) -> Option<Instance<W>> {
         if self.max_idle == 0 {
-            return;
+            return Some(instance);
         }
-        if idle.len() >= self.max_idle {
-            idle.remove(0);
-        }
-        idle.push((owner.to_string(), instance));
+        let mut idle = self.lock();
+        let evicted = (idle.kept.len() >= self.max_idle).then(|| idle.kept.remove(0).1);
+        idle.kept.push((owner.to_string(), instance));
+        evicted
+    }
+
+    /// How many spares there are.
+    fn spare_count(&self) -> usize {
+        self.lock().spares.len()
+    }
+
+    /// Calls that wanted a fresh instance since the last call of this.
+    fn take_demand(&self) -> usize {
+        std::mem::take(&mut self.lock().demand)
+    }
+
+    /// Adds an unused instance.
+    fn add_spare(&self, instance: Instance<W>) {
+        self.lock().spares.push(instance);
+    }
+
+    /// The refill is over (done, failed or skipped).
+    fn refilled(&self) {
+        self.lock().refilling = false;
     }
 }
 

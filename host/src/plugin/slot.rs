@@ -10,7 +10,9 @@ use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use wasmtime::Store;
 
-use super::sandbox::{Failure, IDLE_PER_VERSION, Runtime, Sandbox, WarmInstances};
+use super::sandbox::{
+    Failure, IDLE_PER_VERSION, Runtime, SPARES_PER_VERSION, Sandbox, WarmInstances,
+};
 use super::world::World;
 use super::{Answer, Limits, PluginError, conformance};
 
@@ -56,7 +58,7 @@ struct Version<W: World> {
     id: VersionId,
     origin: String,
     pre: W::Pre,
-    warm: WarmInstances<W>,
+    warm: Arc<WarmInstances<W>>,
     /// Outcomes of its recent calls as the active version.
     recent: Mutex<Recent>,
 }
@@ -75,7 +77,7 @@ impl<W: World> Version<W> {
             id,
             origin: origin.to_string(),
             pre,
-            warm: WarmInstances::new(IDLE_PER_VERSION),
+            warm: Arc::new(WarmInstances::new(IDLE_PER_VERSION, SPARES_PER_VERSION)),
             recent: Mutex::new(Recent::default()),
         }
     }
