@@ -86,7 +86,7 @@ impl SipService {
             tcp.push(listener);
         }
         let limit = config.max_message_bytes;
-        let endpoint = Endpoint::new(config, locals.clone(), Instant::now());
+        let endpoint = Endpoint::with_rng_seed(config, locals.clone(), Instant::now(), rand::random());
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (inbound_tx, inbound_rx) = mpsc::channel(4096);
         for socket in &udp {

@@ -9,7 +9,7 @@
 
 pub mod digest;
 pub mod driver;
-pub mod endpoint;
+mod endpoint;
 pub mod message;
 pub mod sdp;
 pub mod transaction;

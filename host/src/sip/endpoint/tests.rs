@@ -1,9 +1,12 @@
 //! The endpoint on a virtual clock against a scripted far end: every timer
 //! is exercised in simulated milliseconds, never by sleeping.
 
+use std::time::Duration;
+
 use super::*;
 use crate::sip::TargetUri;
-use crate::sip::sdp::Direction;
+use crate::sip::message::{Message, StartLine};
+use crate::sip::sdp::{AudioSdp, Codec, Direction};
 
 const FAR: &str = "127.0.0.1:5080";
 const T0_PORT: u16 = 5070;

@@ -1,0 +1,77 @@
+//! The SIP stack's settings: listeners, timers, identity and the trunks.
+
+use std::net::SocketAddr;
+
+use super::super::message::{self, Transport};
+use super::super::transaction::Timers;
+
+/// A SIP trunk we send calls to.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    /// Name used by routing and in replies (e.g. `PROXICOM`).
+    pub name: String,
+    /// Where its SIP service listens.
+    pub address: SocketAddr,
+    /// Transport to reach it.
+    #[serde(default = "udp")]
+    pub transport: Transport,
+    /// Digest username, if it challenges.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Digest password.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Whether to send OPTIONS to it periodically to learn if it is up.
+    #[serde(default = "yes")]
+    pub keepalive: bool,
+    /// Its rate sheet (CSV, see [`crate::billing::import`]), loaded into
+    /// billing when the host starts; every row must name this provider.
+    /// The SIP stack itself does not read it.
+    #[serde(default)]
+    pub rates: Option<std::path::PathBuf>,
+}
+
+fn udp() -> Transport {
+    Transport::Udp
+}
+fn yes() -> bool {
+    true
+}
+
+/// Settings of the SIP stack.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// UDP listen addresses (one per address family you need).
+    pub udp: Vec<SocketAddr>,
+    /// TCP listen addresses.
+    pub tcp: Vec<SocketAddr>,
+    /// T1, T2, T4.
+    pub timers: Timers,
+    /// Largest message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// User part of our From and Contact URIs.
+    pub user: String,
+    /// User-Agent / Server header.
+    pub user_agent: String,
+    /// Seconds between OPTIONS to each provider.
+    pub options_interval_secs: u64,
+    /// The trunks.
+    pub providers: Vec<Provider>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            udp: vec![SocketAddr::from(([127, 0, 0, 1], 5060))],
+            tcp: Vec::new(),
+            timers: Timers::default(),
+            max_message_bytes: message::DEFAULT_MAX_MESSAGE_BYTES,
+            user: "switchboard".into(),
+            user_agent: concat!("Switchboard/", env!("CARGO_PKG_VERSION")).into(),
+            options_interval_secs: 30,
+            providers: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! Provider health: an OPTIONS ping to each provider that asks for one,
+//! every `options_interval_secs`, and an event when one goes up or down.
+
+use std::time::{Duration, Instant};
+
+use super::timer::Timer;
+use super::transactions::{ClientKey, Purpose};
+use super::types::Event;
+use super::{Dest, Endpoint};
+
+impl Endpoint {
+    /// Pings provider `i` and arms its next ping.
+    pub(super) fn ping(&mut self, now: Instant, i: usize) {
+        let Some(state) = self.providers.get_mut(i) else {
+            return;
+        };
+        if state.next_ping > now {
+            let at = state.next_ping;
+            self.timers.set(Timer::Ping(i), at);
+            return;
+        }
+        let interval = Duration::from_secs(self.config.options_interval_secs.clamp(1, 86_400));
+        state.next_ping = now + interval;
+        self.timers.set(Timer::Ping(i), now + interval);
+        let Some(state) = self.providers.get_mut(i) else {
+            return;
+        };
+        if state.in_flight {
+            return;
+        }
+        state.in_flight = true;
+        let Some(p) = self.config.providers.get(i) else {
+            return;
+        };
+        let dest = Dest {
+            transport: p.transport,
+            addr: p.address,
+        };
+        let Some(local) = self.local(dest.transport, dest.addr) else {
+            return;
+        };
+        let host = Self::host_port(p.address);
+        let (branch, tag, call_id) = (self.branch(), self.token(), self.token());
+        let text = format!(
+            "OPTIONS sip:{host} SIP/2.0\r\nVia: SIP/2.0/{} {};branch={branch};rport\r\nMax-Forwards: 70\r\n\
+             From: <sip:{}@{}>;tag={tag}\r\nTo: <sip:{host}>\r\nCall-ID: {call_id}@{}\r\nCSeq: 1 OPTIONS\r\n\
+             Accept: application/sdp\r\nUser-Agent: {}\r\nContent-Length: 0\r\n\r\n",
+            dest.transport,
+            Self::host_port(local),
+            self.config.user,
+            Self::host_port(local),
+            local.ip(),
+            self.config.user_agent
+        );
+        self.start_client(
+            now,
+            ClientKey::new(&branch, rsip::Method::Options),
+            text.into_bytes(),
+            dest,
+            None,
+            Purpose::Options(i),
+        );
+    }
+
+    /// Provider `i` answered its ping (`up`), or did not (`!up`).
+    pub(super) fn provider_result(&mut self, _now: Instant, i: usize, up: bool) {
+        let Some(state) = self.providers.get_mut(i) else {
+            return;
+        };
+        state.in_flight = false;
+        if state.up == Some(up) {
+            return;
+        }
+        state.up = Some(up);
+        let Some(p) = self.config.providers.get(i) else {
+            return;
+        };
+        tracing::info!(provider = %p.name, up, "provider status changed");
+        self.events.push_back(Event::Provider {
+            name: p.name.clone(),
+            up,
+        });
+    }
+}
