@@ -149,3 +149,192 @@ fn truncated_and_corrupted_messages_never_panic() {
     }
     assert!(ep.stats().dropped_malformed > 0);
 }
+
+/// Every message the endpoint sends in answer to `bytes`, as text.
+fn answers(ep: &mut Endpoint, bytes: &[u8]) -> Vec<String> {
+    let from: SocketAddr = "127.0.0.1:5080".parse().expect("addr");
+    ep.handle_input(Instant::now(), Transport::Udp, from, bytes);
+    let mut out = Vec::new();
+    while let Some(t) = ep.poll_transmit() {
+        out.push(String::from_utf8_lossy(&t.payload).into_owned());
+    }
+    out
+}
+
+/// A request from the torture peer, with CRLF line ends; `extra` holds
+/// header lines and `body` the body.
+fn request(method: &str, via_params: &str, call_id: &str, extra: &str, body: &str) -> Vec<u8> {
+    let mut text = format!(
+        "{method} sip:switchboard@127.0.0.1 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:5080{via_params}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:torture@127.0.0.1>;tag=t{call_id}\r\n\
+         To: <sip:switchboard@127.0.0.1>\r\n\
+         Call-ID: {call_id}@127.0.0.1\r\n\
+         CSeq: 1 {method}\r\n"
+    );
+    for line in extra.lines().filter(|l| !l.is_empty()) {
+        text.push_str(line);
+        text.push_str("\r\n");
+    }
+    text.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    text.into_bytes()
+}
+
+fn status_of(message: &str) -> u16 {
+    message
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default()
+}
+
+fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
+    message.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// RFC 3261 §8.2.2.3: an option tag in Require that we do not support gets
+/// 420 Bad Extension, with an Unsupported header listing it.
+#[test]
+fn an_unknown_required_extension_is_answered_420_with_unsupported() {
+    let mut ep = endpoint();
+    let sent = answers(
+        &mut ep,
+        &request(
+            "OPTIONS",
+            ";branch=z9hG4bKreq1",
+            "req1",
+            "Require: x-frobnicate, 100rel",
+            "",
+        ),
+    );
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(status_of(&sent[0]), 420, "{}", sent[0]);
+    assert_eq!(
+        header(&sent[0], "Unsupported"),
+        Some("x-frobnicate, 100rel")
+    );
+
+    // An INVITE too, after its 100 Trying; and nothing else is sent (no 403).
+    let sent = answers(
+        &mut ep,
+        &request(
+            "INVITE",
+            ";branch=z9hG4bKreq2",
+            "req2",
+            "Require: timer",
+            "",
+        ),
+    );
+    let statuses: Vec<u16> = sent.iter().map(|m| status_of(m)).collect();
+    assert_eq!(statuses, vec![100, 420], "{sent:?}");
+    assert_eq!(header(&sent[1], "Unsupported"), Some("timer"));
+}
+
+/// RFC 2543 peers (no branch, or one without the z9hG4bK cookie) are
+/// answered, and their transactions matched the RFC 2543 way (§17.2.3): a
+/// retransmission gets the cached answer, a different request its own.
+#[test]
+fn requests_without_a_3261_branch_are_matched_the_rfc_2543_way() {
+    for via in [";rport", ";branch=1234;rport"] {
+        let mut ep = endpoint();
+        let first = request("OPTIONS", via, "old1", "", "");
+        let sent = answers(&mut ep, &first);
+        assert_eq!(sent.len(), 1, "{via}: {sent:?}");
+        assert_eq!(status_of(&sent[0]), 200, "{via}: {}", sent[0]);
+        assert_eq!(header(&sent[0], "Call-ID"), Some("old1@127.0.0.1"));
+
+        // The same request again: the cached answer, counted as a retransmission.
+        let again = answers(&mut ep, &first);
+        assert_eq!(again, sent, "{via}");
+        assert_eq!(ep.stats().retransmissions, 1, "{via}");
+
+        // Another request with the same (missing) branch: answered on its own.
+        let other = answers(&mut ep, &request("OPTIONS", via, "old2", "", ""));
+        assert_eq!(other.len(), 1, "{via}: {other:?}");
+        assert_eq!(
+            header(&other[0], "Call-ID"),
+            Some("old2@127.0.0.1"),
+            "{via}"
+        );
+    }
+}
+
+/// A bare `z9hG4bK` branch is not unique: a different request that reuses
+/// it gets its own answer, not the first request's.
+#[test]
+fn a_bare_cookie_branch_does_not_merge_different_requests() {
+    let mut ep = endpoint();
+    let via = ";branch=z9hG4bK;rport";
+    let first = answers(&mut ep, &request("OPTIONS", via, "bare1", "", ""));
+    let second = answers(&mut ep, &request("OPTIONS", via, "bare2", "", ""));
+    assert_eq!(header(&first[0], "Call-ID"), Some("bare1@127.0.0.1"));
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert_eq!(status_of(&second[0]), 200, "{}", second[0]);
+    assert_eq!(header(&second[0], "Call-ID"), Some("bare2@127.0.0.1"));
+    assert_eq!(ep.stats().retransmissions, 0);
+}
+
+/// 501 Not Implemented says which methods we do implement.
+#[test]
+fn not_implemented_carries_allow() {
+    let mut ep = endpoint();
+    let sent = answers(
+        &mut ep,
+        &request("FROBNICATE", ";branch=z9hG4bKfrob", "frob", "", ""),
+    );
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(status_of(&sent[0]), 501, "{}", sent[0]);
+    let allow = header(&sent[0], "Allow").expect("an Allow header");
+    for method in ["INVITE", "ACK", "CANCEL", "BYE", "OPTIONS"] {
+        assert!(allow.contains(method), "{allow}");
+    }
+}
+
+/// A request missing a mandatory header, but with a Via to answer to, gets
+/// 400 naming the header rather than silence.
+#[test]
+fn a_request_missing_a_mandatory_header_is_answered_400() {
+    let text = "OPTIONS sip:switchboard@127.0.0.1 SIP/2.0\r\n\
+                Via: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKnofrom;rport\r\n\
+                To: <sip:switchboard@127.0.0.1>\r\n\
+                Call-ID: nofrom@127.0.0.1\r\n\
+                CSeq: 1 OPTIONS\r\n\
+                Content-Length: 0\r\n\r\n";
+    let mut ep = endpoint();
+    let sent = answers(&mut ep, text.as_bytes());
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(status_of(&sent[0]), 400, "{}", sent[0]);
+    assert!(
+        sent[0]
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .contains("missing From")
+    );
+    assert_eq!(header(&sent[0], "Call-ID"), Some("nofrom@127.0.0.1"));
+    assert_eq!(ep.stats().rejected_malformed, 1);
+}
+
+/// RFC 3261 §8.2.3: an INVITE whose body is not a type we understand gets
+/// 415 with an Accept header, not an answer about its content.
+#[test]
+fn an_invite_with_an_unsupported_body_type_is_answered_415() {
+    let mut ep = endpoint();
+    let sent = answers(
+        &mut ep,
+        &request(
+            "INVITE",
+            ";branch=z9hG4bKbody",
+            "body",
+            "Content-Type: application/unknownformat",
+            "<unknown>stuff</unknown>",
+        ),
+    );
+    let statuses: Vec<u16> = sent.iter().map(|m| status_of(m)).collect();
+    assert_eq!(statuses, vec![100, 415], "{sent:?}");
+    assert_eq!(header(&sent[1], "Accept"), Some("application/sdp"));
+}

@@ -16,6 +16,12 @@ use std::net::IpAddr;
 
 use rsip::message::HasHeaders;
 
+/// The prefix of every RFC 3261 branch (§8.1.1.7).
+pub const MAGIC_COOKIE: &str = "z9hG4bK";
+
+/// The methods this stack implements, for `Allow` headers.
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
+
 /// Messages larger than this are refused unless the configuration says otherwise.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024;
 
@@ -123,7 +129,8 @@ pub struct Via {
     pub host: String,
     /// Port part of sent-by, if given.
     pub port: Option<u16>,
-    /// The branch parameter (transaction id).
+    /// The branch parameter (transaction id); empty when an RFC 2543 peer
+    /// sent none.
     pub branch: String,
     /// Whether `rport` was asked for (RFC 3581).
     pub rport: bool,
@@ -134,6 +141,12 @@ pub struct Via {
 }
 
 impl Via {
+    /// Whether the branch is an RFC 3261 transaction id: the `z9hG4bK`
+    /// cookie and something after it (a bare cookie is no unique id).
+    pub fn rfc3261_branch(&self) -> bool {
+        self.branch.len() > MAGIC_COOKIE.len() && self.branch.starts_with(MAGIC_COOKIE)
+    }
+
     /// Reads one Via value (`SIP/2.0/UDP host:port;branch=...;rport`).
     pub fn parse(value: &str) -> Result<Self, MessageError> {
         let bad = MessageError::Malformed("Via");
@@ -181,9 +194,8 @@ impl Via {
                 via.maddr = val.map(str::to_string);
             }
         }
-        if via.branch.is_empty() {
-            return Err(MessageError::Malformed("Via (no branch)"));
-        }
+        // No branch at all is an RFC 2543 peer: its requests are matched
+        // the old way (RFC 3261 §17.2.3), so `branch` stays empty.
         Ok(via)
     }
 }
@@ -467,8 +479,9 @@ pub struct Unusable {
     pub error: MessageError,
     /// Whether the message looked like a request (responses are never answered).
     pub is_request: bool,
-    /// The raw header lines needed to build a response (Via, From, To, Call-ID, CSeq),
-    /// present only when all five were found.
+    /// The raw header lines a response echoes (Via, From, To, Call-ID, CSeq,
+    /// those that were found), present only when there is a Via to send
+    /// the response by.
     pub echo: Option<Vec<(String, String)>>,
 }
 
@@ -574,10 +587,9 @@ pub fn parse(bytes: &[u8], limit: usize) -> Result<Message, Unusable> {
             .filter(|(n, _)| wanted.iter().any(|w| w.eq_ignore_ascii_case(n)))
             .cloned()
             .collect();
-        let all = wanted
-            .iter()
-            .all(|w| picked.iter().any(|(n, _)| w.eq_ignore_ascii_case(n)));
-        all.then_some(picked)
+        // A Via is what a response is routed by; the rest is echoed if present.
+        let routable = picked.iter().any(|(n, _)| n.eq_ignore_ascii_case("Via"));
+        routable.then_some(picked)
     };
     let fail = |error: MessageError| Err(unusable(error, looks_like_request, echo.clone()));
     if bad_line {
@@ -746,6 +758,9 @@ pub fn error_response(unusable: &Unusable, server: &str) -> Option<Vec<u8>> {
     for (name, value) in echo {
         out.push_str(&format!("{name}: {value}\r\n"));
     }
+    if let MessageError::UnknownMethod(_) = unusable.error {
+        out.push_str(&format!("Allow: {ALLOW}\r\n"));
+    }
     out.push_str(&format!("Server: {server}\r\nContent-Length: 0\r\n\r\n"));
     Some(out.into_bytes())
 }
@@ -791,7 +806,23 @@ mod tests {
         let no_call_id = INVITE.replace("i: abc@host\r\n", "");
         let e = parse(no_call_id.as_bytes(), 4096).expect_err("invalid");
         assert_eq!(e.error, MessageError::Missing("Call-ID"));
-        assert!(e.echo.is_none(), "cannot answer without a Call-ID");
+        // Still answerable: the Via says where to (RFC 4475 §3.1.2.10).
+        let reply = error_response(&e, "test").expect("answerable without a Call-ID");
+        let reply = String::from_utf8(reply).expect("text");
+        assert!(
+            reply.starts_with("SIP/2.0 400 Bad Request (missing Call-ID"),
+            "{reply}"
+        );
+        assert!(
+            reply.contains("\r\nVia: ") && !reply.contains("Call-ID:"),
+            "{reply}"
+        );
+        let no_via = INVITE.replace(
+            "v: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKabc;rport\r\n",
+            "",
+        );
+        let e = parse(no_via.as_bytes(), 4096).expect_err("invalid");
+        assert!(e.echo.is_none(), "nowhere to send an answer without a Via");
         let mismatch = INVITE.replace("1 INVITE", "1 BYE");
         let e = parse(mismatch.as_bytes(), 4096).expect_err("invalid");
         assert_eq!(e.error, MessageError::CSeqMismatch);

@@ -5,10 +5,9 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::super::message::{Message, NameAddr, StartLine, Transport};
+use super::super::message::{ALLOW, Message, NameAddr, StartLine, Transport};
 use super::super::sdp::{AudioSdp, Codec};
 use super::super::transaction::ServerTx;
-use super::build::ALLOW;
 use super::call::{CallState, Pending2xx};
 use super::timer::Timer;
 use super::transactions::{ServerEntry, ServerKey};
@@ -57,6 +56,38 @@ impl Endpoint {
 
         if method == rsip::Method::Cancel {
             self.handle_cancel(now, &key, &request, from);
+            return;
+        }
+        // RFC 3261 §8.2.2.3: this stack supports no extensions, so every
+        // option tag a request requires is one it does not.
+        let required: Vec<String> = request
+            .header_values("Require")
+            .flat_map(|v| {
+                v.split(',')
+                    .map(|tag| tag.trim().to_string())
+                    .filter(|tag| !tag.is_empty())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if !required.is_empty() {
+            let extra = [("Unsupported".to_string(), required.join(", "))];
+            self.respond(now, &key, &request, from, 420, "Bad Extension", &extra, &[]);
+            return;
+        }
+        // §8.2.3: a session description we cannot read is refused before
+        // anything looks at the offer.
+        if method == rsip::Method::Invite && !request.body.is_empty() && !is_sdp(&request) {
+            let extra = [("Accept".to_string(), "application/sdp".to_string())];
+            self.respond(
+                now,
+                &key,
+                &request,
+                from,
+                415,
+                "Unsupported Media Type",
+                &extra,
+                &[],
+            );
             return;
         }
         let call = self.by_call_id.get(&request.call_id).copied().filter(|id| {
@@ -135,7 +166,13 @@ impl Endpoint {
         }
     }
 
-    fn handle_cancel(&mut self, now: Instant, key: &ServerKey, request: &Message, from: SocketAddr) {
+    fn handle_cancel(
+        &mut self,
+        now: Instant,
+        key: &ServerKey,
+        request: &Message,
+        from: SocketAddr,
+    ) {
         let invite_key = ServerKey::of(request, rsip::Method::Invite);
         if !self.servers.contains_key(&invite_key) {
             self.respond_481(now, key, request, from);
@@ -331,7 +368,10 @@ impl Endpoint {
             return;
         }
         pending.interval = (pending.interval * 2).min(t2);
-        let (bytes, at) = (pending.bytes.clone(), (now + pending.interval).min(pending.give_up));
+        let (bytes, at) = (
+            pending.bytes.clone(),
+            (now + pending.interval).min(pending.give_up),
+        );
         self.timers.set(Timer::Answer2xx(id), at);
         let Some(dest) = self.dialog_dest_of(id) else {
             return;
@@ -353,4 +393,13 @@ impl Endpoint {
             &[],
         );
     }
+}
+
+/// Whether the request's body is SDP (or says nothing of its type).
+fn is_sdp(request: &Message) -> bool {
+    let Some(content_type) = request.header("Content-Type") else {
+        return true;
+    };
+    let media = content_type.split(';').next().unwrap_or_default().trim();
+    media.eq_ignore_ascii_case("application/sdp")
 }

@@ -6,7 +6,7 @@ use std::hash::{Hash, Hasher};
 use std::mem::discriminant;
 use std::time::Instant;
 
-use super::super::message::Message;
+use super::super::message::{Message, StartLine};
 use super::super::transaction::{ClientTx, ClientVerdict, ServerTx, TimerOutput};
 use super::build::ack_for_failure;
 use super::timer::Timer;
@@ -36,24 +36,57 @@ impl Hash for ClientKey {
     }
 }
 
-/// A server transaction: the top Via's branch and sent-by, and the method
-/// (§17.2.3).
+/// A server transaction (RFC 3261 §17.2.3).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct ServerKey {
-    branch: String,
-    host: String,
-    port: u16,
-    method: rsip::Method,
+pub(super) enum ServerKey {
+    /// A request with an RFC 3261 branch: the branch, the top Via's
+    /// sent-by, and the method.
+    Branch {
+        branch: String,
+        host: String,
+        port: u16,
+        method: rsip::Method,
+    },
+    /// A request from an RFC 2543 peer (no branch, or one without the
+    /// cookie, or a bare cookie): its Request-URI, From tag, Call-ID, CSeq
+    /// number, top Via and method. (The To tag is left out: CSeq already
+    /// tells an INVITE from a re-INVITE, and an ACK's To tag is ours.)
+    Legacy {
+        request_uri: String,
+        from_tag: Option<String>,
+        call_id: String,
+        cseq: u32,
+        top_via: String,
+        method: rsip::Method,
+    },
 }
 
 impl ServerKey {
     /// The server transaction `request` belongs to, as a `method` request
     /// (an ACK or CANCEL matches its INVITE's).
     pub(super) fn of(request: &Message, method: rsip::Method) -> ServerKey {
-        ServerKey {
-            branch: request.via.branch.clone(),
-            host: request.via.host.clone(),
-            port: request.via.port.unwrap_or(5060),
+        if request.via.rfc3261_branch() {
+            return ServerKey::Branch {
+                branch: request.via.branch.clone(),
+                host: request.via.host.clone(),
+                port: request.via.port.unwrap_or(5060),
+                method,
+            };
+        }
+        let request_uri = match &request.start {
+            StartLine::Request { uri, .. } => uri.to_string(),
+            StartLine::Response { .. } => String::new(),
+        };
+        ServerKey::Legacy {
+            request_uri,
+            from_tag: request.from.tag.clone(),
+            call_id: request.call_id.clone(),
+            cseq: request.cseq,
+            top_via: request
+                .vias
+                .first()
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default(),
             method,
         }
     }
@@ -61,10 +94,34 @@ impl ServerKey {
 
 impl Hash for ServerKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.branch.hash(state);
-        self.host.hash(state);
-        self.port.hash(state);
-        discriminant(&self.method).hash(state);
+        match self {
+            ServerKey::Branch {
+                branch,
+                host,
+                port,
+                method,
+            } => {
+                branch.hash(state);
+                host.hash(state);
+                port.hash(state);
+                discriminant(method).hash(state);
+            }
+            ServerKey::Legacy {
+                request_uri,
+                from_tag,
+                call_id,
+                cseq,
+                top_via,
+                method,
+            } => {
+                request_uri.hash(state);
+                from_tag.hash(state);
+                call_id.hash(state);
+                cseq.hash(state);
+                top_via.hash(state);
+                discriminant(method).hash(state);
+            }
+        }
     }
 }
 
