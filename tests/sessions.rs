@@ -72,10 +72,11 @@ fn write_config(
     dir: &Path,
     providers: &[Provider],
     gateways: &[(&str, String)],
+    sip_extra: &str,
     extra: &str,
 ) -> PathBuf {
     let mut toml = format!(
-        "[sip]\nudp = [\"127.0.0.1:0\"]\n\n\
+        "[sip]\nudp = [\"127.0.0.1:0\"]\n{sip_extra}\n\n\
          [billing]\ndatabase = \"sqlite://{}/billing.db\"\nhost_id = \"test\"\ncurrency = \"USD\"\n\
          stats = {{ secs = 3600, attempts = 500, min_samples = 1 }}\n\n\
          [sessions]\nring_timeout_secs = 5\nsip_legs = \"any\"\n{extra}\n",
@@ -111,12 +112,22 @@ fn write_config(
 
 impl Host {
     async fn start(providers: &[Provider<'_>], gateways: &[(&str, String)], extra: &str) -> Host {
+        Self::start_with(providers, gateways, "", extra).await
+    }
+
+    /// [`Host::start`] with `sip_extra` keys in `[sip]`.
+    async fn start_with(
+        providers: &[Provider<'_>],
+        gateways: &[(&str, String)],
+        sip_extra: &str,
+        extra: &str,
+    ) -> Host {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
         let dir = tempfile::tempdir().expect("temp dir");
-        let path = write_config(dir.path(), providers, gateways, extra);
+        let path = write_config(dir.path(), providers, gateways, sip_extra, extra);
         let config = Config::load(&path).expect("the test configuration is valid");
         let plugins = Arc::new(PluginHost::new(Limits::default()).expect("plugins"));
         let service = Service::start(&config, Arc::clone(&plugins))
@@ -1279,4 +1290,104 @@ async fn sip_legs_cannot_reach_trunks_and_busy_callees_are_rung_once() {
         "rung again: {:?}",
         busy2.invites()
     );
+}
+
+/// The messages SIPp received, from its `-trace_msg` log.
+fn received(log: &str) -> Vec<String> {
+    log.split("----------------------------------------------- ")
+        .filter(|entry| entry.contains("message received"))
+        .filter_map(|entry| entry.split_once("\n\n").map(|(_, m)| m.trim().to_string()))
+        .filter(|m| !m.is_empty())
+        .collect()
+}
+
+/// Behind NAT: with `[sip] external_address` and `[media] external_address`
+/// set, every Via, Contact and From and every SDP `c=` line the far end
+/// receives carries them, and none carries the bind address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_nat_the_far_end_sees_only_the_external_addresses() {
+    let you = TonePeer::start(Law::Ulaw, 440.0);
+    let them = TonePeer::start(Law::Ulaw, 560.0);
+    let direct = SippUas::start("answer.xml", &[you.port, them.port]);
+    let mut host = Host::start_with(
+        &[],
+        &[],
+        "external_address = \"127.0.0.2\"",
+        "[media]\naddress = \"127.0.0.1\"\nexternal_address = \"127.0.0.3\"\n",
+    )
+    .await;
+    let bound = host
+        .service
+        .sip
+        .local_addrs()
+        .first()
+        .map(|(_, a)| *a)
+        .expect("a SIP address");
+    let mut chat = host.chat();
+    let u = "nat@example.com";
+    let d = direct.addr;
+    chat.say(u, &format!("CALLBACK sip:me@{d} sip:bob@{d}"));
+    chat.expect(
+        u,
+        &[
+            &format!("Calling source: sip:me@{d}, cost = 0"),
+            &format!("Calling destination: sip:bob@{d}, cost = 0"),
+            "Remote answered. Now talking. Cost = 0",
+        ],
+    )
+    .await;
+    // Our own external address is no sip: leg either.
+    let own = format!("sip:x@127.0.0.2:{}", bound.port());
+    let mut refused = chat.say(u, &format!("ADD {own}"));
+    if refused.is_empty() {
+        refused.push(chat.next(u).await);
+    }
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(
+        refused[0].contains("own trunks or addresses"),
+        "{refused:?}"
+    );
+    chat.say(u, "HANGUP");
+    assert!(chat.next(u).await.ends_with("Reason = EndedByHangup"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let messages = received(&direct.messages());
+    let requests: Vec<&String> = messages.iter().filter(|m| !m.starts_with("SIP/")).collect();
+    let methods: Vec<&str> = requests
+        .iter()
+        .filter_map(|m| m.split(' ').next())
+        .collect();
+    assert_eq!(
+        methods,
+        ["INVITE", "ACK", "INVITE", "ACK", "BYE", "BYE"],
+        "{messages:#?}"
+    );
+    let external = format!("127.0.0.2:{}", bound.port());
+    let bind = bound.to_string();
+    for m in &requests {
+        for line in m.lines() {
+            let name = line.split(':').next().unwrap_or_default().trim();
+            if ["Via", "Contact", "From", "v", "m", "f"].contains(&name) {
+                assert!(
+                    !line.contains(&bind),
+                    "the bind address on the wire: {line}"
+                );
+                if name != "From" && name != "f" {
+                    assert!(line.contains(&external), "{line}\n{m}");
+                }
+            }
+            if line.starts_with("c=") {
+                assert_eq!(line.trim(), "c=IN IP4 127.0.0.3", "{m}");
+            }
+        }
+        if m.starts_with("INVITE") {
+            assert!(m.contains("\nc=IN IP4 127.0.0.3"), "{m}");
+            let from = m
+                .lines()
+                .find(|l| l.starts_with("From:"))
+                .unwrap_or_default();
+            assert!(from.contains(&external), "{from}");
+        }
+    }
+    assert!(direct.errors().is_empty(), "{}", direct.errors());
 }

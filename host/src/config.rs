@@ -30,7 +30,8 @@
 //! stats = { secs = 3600, attempts = 500, min_samples = 10 }
 //!
 //! [media]
-//! address = "192.0.2.5"          # RTP sockets bind here; SDP offers name it
+//! address = "0.0.0.0"            # RTP sockets bind here
+//! external_address = "203.0.113.7"  # SDP offers name it (needed with a wildcard)
 //! rtp_ports = [20000, 29999]     # each leg takes an even port and the next
 //! jitter_min_ms = 20
 //! jitter_max_ms = 200
@@ -38,6 +39,7 @@
 //! [sip]
 //! udp = ["0.0.0.0:5060", "[::]:5060"]
 //! tcp = ["0.0.0.0:5060"]
+//! external_address = "sip.example.org"  # Via, Contact, From (needed with a wildcard)
 //! options_interval_secs = 30
 //! timers = { t1_ms = 500, t2_ms = 4000, t4_ms = 5000 }
 //!
@@ -97,8 +99,12 @@ pub struct PluginsSection {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MediaSection {
-    /// The address leg sockets bind to, and that SDP offers advertise.
+    /// The address leg sockets bind to, and that SDP offers advertise
+    /// unless `external_address` is set.
     pub address: IpAddr,
+    /// The address SDP offers give instead (behind NAT, the public one).
+    /// Needed when `address` is a wildcard.
+    pub external_address: Option<IpAddr>,
     /// First and last port of the RTP range (RTP on even ports, RTCP on the
     /// next odd one).
     pub rtp_ports: [u16; 2],
@@ -114,6 +120,7 @@ impl Default for MediaSection {
     fn default() -> Self {
         MediaSection {
             address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            external_address: None,
             rtp_ports: [20000, 29999],
             jitter_min_ms: 20,
             jitter_max_ms: 200,
@@ -127,6 +134,7 @@ impl MediaSection {
     pub fn engine_config(&self) -> MediaConfig {
         MediaConfig {
             address: self.address,
+            external_address: self.external_address,
             ports: (self.rtp_ports[0], self.rtp_ports[1]),
             jitter: JitterConfig {
                 min_delay: Duration::from_millis(self.jitter_min_ms),
@@ -252,7 +260,30 @@ impl Config {
                 sip.max_message_bytes
             ));
         }
+        if let Err(e) = sip.check_addresses() {
+            return invalid(e.to_string());
+        }
+        if let Some(external) = &sip.external_address
+            && let crate::sip::UriHost::Ip(ip) = external.host
+            && ip.is_unspecified()
+        {
+            return invalid(format!(
+                "sip.external_address = \"{external}\" is itself a wildcard: give the address peers reach this host at"
+            ));
+        }
         let media = &self.media;
+        if media.address.is_unspecified() && media.external_address.is_none() {
+            return invalid(format!(
+                "media.address = {} is a wildcard, which SDP cannot give: set media.external_address to the address peers send RTP to (behind NAT, the public one)",
+                media.address
+            ));
+        }
+        if media.external_address.is_some_and(|ip| ip.is_unspecified()) {
+            return invalid(
+                "media.external_address is itself a wildcard: give the address peers send RTP to"
+                    .into(),
+            );
+        }
         if !(10..=1000).contains(&media.jitter_min_ms)
             || !(media.jitter_min_ms..=2000).contains(&media.jitter_max_ms)
         {
@@ -414,6 +445,46 @@ mod tests {
             .expect_err("no password")
             .to_string();
         assert!(e.contains("line 5: sip.providers.A"), "{e}");
+    }
+
+    /// A wildcard listen or media address is refused unless an external
+    /// address stands for it; the error says which key to set.
+    #[test]
+    fn wildcard_addresses_need_an_external_address() {
+        let e = Config::parse("[sip]\nudp = [\"0.0.0.0:5060\"]\n")
+            .expect_err("a wildcard SIP bind alone")
+            .to_string();
+        assert!(
+            e.contains("0.0.0.0:5060") && e.contains("sip.external_address"),
+            "{e}"
+        );
+        let e = Config::parse("[sip]\ntcp = [\"[::]:5060\"]\nexternal_address = \"203.0.113.7\"\n")
+            .expect_err("an IPv4 external address does not stand for an IPv6 listener")
+            .to_string();
+        assert!(e.contains("sip.tcp") && e.contains("[::]:5060"), "{e}");
+        let e = Config::parse("[media]\naddress = \"0.0.0.0\"\n")
+            .expect_err("a wildcard media bind alone")
+            .to_string();
+        assert!(e.contains("media.external_address"), "{e}");
+        let e = Config::parse("[sip]\nexternal_address = \"0.0.0.0\"\n")
+            .expect_err("a wildcard as the external address")
+            .to_string();
+        assert!(e.contains("itself a wildcard"), "{e}");
+        let e = Config::parse("[sip]\nexternal_address = \"bad host!\"\n")
+            .expect_err("not a host")
+            .to_string();
+        assert!(e.contains("external_address"), "{e}");
+
+        let c = Config::parse(
+            "[sip]\nudp = [\"0.0.0.0:5060\", \"[::]:5060\"]\nexternal_address = \"sip.example.org:5070\"\n\
+             [media]\naddress = \"0.0.0.0\"\nexternal_address = \"203.0.113.7\"\n",
+        )
+        .expect("a name stands for both families");
+        assert_eq!(
+            c.sip.external_address.map(|a| a.to_string()).as_deref(),
+            Some("sip.example.org:5070")
+        );
+        assert_eq!(c.media.external_address, "203.0.113.7".parse().ok());
     }
 
     #[test]

@@ -35,8 +35,12 @@ use super::tone::Playback;
 /// Where legs get their ports, and how the engine runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MediaConfig {
-    /// The address leg sockets bind to (and that SDP offers advertise).
+    /// The address leg sockets bind to (and that SDP offers advertise,
+    /// unless `external_address` is set).
     pub address: IpAddr,
+    /// The address SDP offers give for our RTP (behind NAT, the public
+    /// one); the port is the bound one.
+    pub external_address: Option<IpAddr>,
     /// First and last port of the RTP range; each leg takes an even port
     /// for RTP and the next one for RTCP.
     pub ports: (u16, u16),
@@ -55,6 +59,7 @@ impl Default for MediaConfig {
     fn default() -> Self {
         MediaConfig {
             address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            external_address: None,
             ports: (20000, 29999),
             jitter: JitterConfig::default(),
             cname: "switchboard@localhost".into(),
@@ -143,6 +148,9 @@ pub struct LegHandle {
     pub id: LegId,
     /// Our RTP address (RTCP is the next port).
     pub local: SocketAddr,
+    /// The address to give the far end in SDP: `local`, or the external
+    /// address with `local`'s port.
+    pub advertised: SocketAddr,
 }
 
 enum Command {
@@ -267,7 +275,15 @@ impl MediaEngine {
             rtcp,
             numbering,
         })?;
-        Ok(LegHandle { id, local })
+        let advertised = SocketAddr::new(
+            self.config.external_address.unwrap_or(local.ip()),
+            local.port(),
+        );
+        Ok(LegHandle {
+            id,
+            local,
+            advertised,
+        })
     }
 
     /// Binds the next free even/odd port pair of the range, round robin so a

@@ -143,6 +143,10 @@ fn sip_leg_rules(
     }
     for (_, addr) in sip.local_addrs() {
         rules.refuse_addr(*addr);
+        if let Some(external) = sip.external_address() {
+            let port = external.port.unwrap_or(addr.port());
+            rules.refused.push((external.host.clone(), port));
+        }
     }
     for template in config.gateways.values() {
         if let Ok(uri) = super::target::gateway_uri(template, "user") {

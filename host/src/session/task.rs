@@ -485,7 +485,11 @@ impl SessionTask {
         l.dialled_ms = now_ms;
         l.ringing_ms = None;
         let attempt = l.attempt;
-        let offer = AudioSdp::offer(l.media.local.ip(), l.media.local.port(), rand::random());
+        let offer = AudioSdp::offer(
+            l.media.advertised.ip(),
+            l.media.advertised.port(),
+            rand::random(),
+        );
         let request = CallRequest {
             target,
             provider: provider.clone(),

@@ -45,11 +45,13 @@ enum Inbound {
 pub struct SipService {
     commands: mpsc::UnboundedSender<Command>,
     locals: Arc<Vec<(Transport, SocketAddr)>>,
+    external: Option<super::HostPort>,
 }
 
 impl SipService {
     /// Binds the configured listeners and starts the stack on the current tokio runtime.
     pub async fn start(config: Config) -> Result<Self, SipError> {
+        config.check_addresses()?;
         let mut locals = Vec::new();
         let mut udp = Vec::new();
         for addr in &config.udp {
@@ -86,7 +88,9 @@ impl SipService {
             tcp.push(listener);
         }
         let limit = config.max_message_bytes;
-        let endpoint = Endpoint::with_rng_seed(config, locals.clone(), Instant::now(), rand::random());
+        let external = config.external_address.clone();
+        let endpoint =
+            Endpoint::with_rng_seed(config, locals.clone(), Instant::now(), rand::random());
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (inbound_tx, inbound_rx) = mpsc::channel(4096);
         for socket in &udp {
@@ -101,12 +105,19 @@ impl SipService {
         Ok(SipService {
             commands,
             locals: Arc::new(locals),
+            external,
         })
     }
 
     /// The addresses actually bound (port 0 in the config becomes a real port here).
     pub fn local_addrs(&self) -> &[(Transport, SocketAddr)] {
         &self.locals
+    }
+
+    /// The address peers are told to reach us at instead of the listeners
+    /// (`[sip] external_address`), if any.
+    pub fn external_address(&self) -> Option<&super::HostPort> {
+        self.external.as_ref()
     }
 
     /// Places a call and returns its event stream.

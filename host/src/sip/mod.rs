@@ -23,7 +23,7 @@ pub use endpoint::{
 pub use message::Transport;
 pub use sdp::{AudioSdp, Codec, Direction};
 pub use transaction::Timers;
-pub use uri::{TargetUri, UriError, UriHost, UriTransport};
+pub use uri::{HostPort, TargetUri, UriError, UriHost, UriTransport};
 
 /// Errors of the SIP module.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +46,18 @@ pub enum SipError {
         addr: std::net::SocketAddr,
         /// Why.
         source: std::io::Error,
+    },
+    /// A wildcard listen address with no external address to advertise in
+    /// its place.
+    #[error(
+        "sip.{transport} listens on {addr}, a wildcard, which peers cannot be told: set \
+         sip.external_address to the address they reach this host at (behind NAT, the public one)"
+    )]
+    Wildcard {
+        /// `udp` or `tcp`.
+        transport: &'static str,
+        /// The listen address.
+        addr: std::net::SocketAddr,
     },
     /// The SIP task has stopped.
     #[error("the SIP service has stopped")]

@@ -73,6 +73,55 @@ pub struct TargetUri {
     user_phone: bool,
 }
 
+/// A host and an optional port, as a SIP `hostport` (RFC 3261 §25.1):
+/// what peers reach this host at, for example.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    /// The host: a name or an address.
+    pub host: UriHost,
+    /// The port, if given.
+    pub port: Option<u16>,
+}
+
+impl HostPort {
+    /// Reads `name`, `name:port`, `192.0.2.1`, `192.0.2.1:5060`, `[2001:db8::1]`
+    /// or `[2001:db8::1]:5060`.
+    pub fn parse(text: &str) -> Result<HostPort, UriError> {
+        if let Some(c) = text
+            .chars()
+            .find(|c| !c.is_ascii() || c.is_ascii_control() || " <>\"@;?".contains(*c))
+        {
+            return Err(UriError::Character(c));
+        }
+        let (host, port) = parse_host_port(text)?;
+        Ok(HostPort { host, port })
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.host)?;
+        if let Some(port) = self.port {
+            write!(f, ":{port}")?;
+        }
+        Ok(())
+    }
+}
+
+impl serde::Serialize for HostPort {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for HostPort {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        HostPort::parse(&text)
+            .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a host[:port]: {e}")))
+    }
+}
+
 impl TargetUri {
     /// Parses `text` strictly: `sip:` or `sips:`, an optional user part of
     /// RFC 3261 user characters (and `%XX` escapes) up to 128 bytes, a host,

@@ -5,13 +5,10 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
-use super::super::message::{self, Message, NameAddr, SipUri, StartLine, Transport, ip_of};
+use super::super::message::{self, ALLOW, Message, NameAddr, SipUri, StartLine, Transport, ip_of};
 use super::call::{Call, CallState};
 use super::types::CallId;
 use super::{Dest, Endpoint};
-
-/// The methods we allow, for `Allow` headers.
-pub(super) const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
 
 impl Endpoint {
     /// `addr` as a SIP host:port (IPv6 in brackets).
@@ -19,6 +16,27 @@ impl Endpoint {
         match addr {
             SocketAddr::V4(a) => a.to_string(),
             SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+        }
+    }
+
+    /// What listener `local` is advertised as (Via sent-by, Contact, our
+    /// From URI): the external address if one stands for it, else itself.
+    pub(super) fn advertised(&self, local: SocketAddr) -> String {
+        match self.config.external_for(local) {
+            Some(external) => format!(
+                "{}:{}",
+                external.host,
+                external.port.unwrap_or(local.port())
+            ),
+            None => Self::host_port(local),
+        }
+    }
+
+    /// The host part of [`Endpoint::advertised`] (for Call-IDs).
+    pub(super) fn advertised_host(&self, local: SocketAddr) -> String {
+        match self.config.external_for(local) {
+            Some(external) => external.host.to_string(),
+            None => local.ip().to_string(),
         }
     }
 
@@ -32,7 +50,7 @@ impl Endpoint {
         format!(
             "<sip:{}@{}{}>",
             self.config.user,
-            Self::host_port(local),
+            self.advertised(local),
             suffix
         )
     }
@@ -100,7 +118,7 @@ impl Endpoint {
             "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/{} {};branch={branch};rport\r\nMax-Forwards: 70\r\n\
              From: <{}>;tag={}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {} {method}\r\n",
             dest.transport,
-            Self::host_port(local),
+            self.advertised(local),
             call.local_uri,
             call.local_tag,
             call.call_id,

@@ -56,10 +56,10 @@ impl Endpoint {
             .clone()
             .unwrap_or_else(|| self.config.user.clone());
         let call = Call {
-            call_id: format!("{}@{}", self.token(), local.ip()),
+            call_id: format!("{}@{}", self.token(), self.advertised_host(local)),
             local_tag: self.token(),
             remote_tag: None,
-            local_uri: format!("sip:{user}@{}", Self::host_port(local)),
+            local_uri: format!("sip:{user}@{}", self.advertised(local)),
             remote_uri: target.clone(),
             target,
             dest,
@@ -211,7 +211,11 @@ impl Endpoint {
             return;
         }
         call.state = CallState::Finished;
-        for timer in [Timer::Ring(id), Timer::CancelGiveUp(id), Timer::Answer2xx(id)] {
+        for timer in [
+            Timer::Ring(id),
+            Timer::CancelGiveUp(id),
+            Timer::Answer2xx(id),
+        ] {
             self.timers.stop(&timer);
         }
         self.emit(id, event);

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use super::super::message::{self, Transport};
 use super::super::transaction::Timers;
+use super::super::{HostPort, SipError, UriHost};
 
 /// A SIP trunk we send calls to.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -47,6 +48,12 @@ pub struct Config {
     pub udp: Vec<SocketAddr>,
     /// TCP listen addresses.
     pub tcp: Vec<SocketAddr>,
+    /// What peers reach this host at: Via sent-by, Contact and our From
+    /// URI carry it instead of the listen address (behind NAT, the public
+    /// address or name; the port defaults to the listener's). An IP address
+    /// applies to listeners of its family, a name to all. Needed with a
+    /// wildcard listen address.
+    pub external_address: Option<HostPort>,
     /// T1, T2, T4.
     pub timers: Timers,
     /// Largest message accepted, in bytes.
@@ -66,6 +73,7 @@ impl Default for Config {
         Config {
             udp: vec![SocketAddr::from(([127, 0, 0, 1], 5060))],
             tcp: Vec::new(),
+            external_address: None,
             timers: Timers::default(),
             max_message_bytes: message::DEFAULT_MAX_MESSAGE_BYTES,
             user: "switchboard".into(),
@@ -73,5 +81,36 @@ impl Default for Config {
             options_interval_secs: 30,
             providers: Vec::new(),
         }
+    }
+}
+
+impl Config {
+    /// The external address that stands for listener `local`, if any.
+    pub fn external_for(&self, local: SocketAddr) -> Option<&HostPort> {
+        let external = self.external_address.as_ref()?;
+        match external.host {
+            UriHost::Ip(ip) if ip.is_ipv4() != local.is_ipv4() => None,
+            _ => Some(external),
+        }
+    }
+
+    /// Refuses a wildcard listen address (`0.0.0.0`, `[::]`) with no
+    /// external address to advertise in its place: it must never appear in
+    /// Via, Contact or From.
+    pub fn check_addresses(&self) -> Result<(), SipError> {
+        let listeners = self
+            .udp
+            .iter()
+            .map(|a| ("udp", a))
+            .chain(self.tcp.iter().map(|a| ("tcp", a)));
+        for (transport, addr) in listeners {
+            if addr.ip().is_unspecified() && self.external_for(*addr).is_none() {
+                return Err(SipError::Wildcard {
+                    transport,
+                    addr: *addr,
+                });
+            }
+        }
+        Ok(())
     }
 }

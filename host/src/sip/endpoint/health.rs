@@ -46,10 +46,10 @@ impl Endpoint {
              From: <sip:{}@{}>;tag={tag}\r\nTo: <sip:{host}>\r\nCall-ID: {call_id}@{}\r\nCSeq: 1 OPTIONS\r\n\
              Accept: application/sdp\r\nUser-Agent: {}\r\nContent-Length: 0\r\n\r\n",
             dest.transport,
-            Self::host_port(local),
+            self.advertised(local),
             self.config.user,
-            Self::host_port(local),
-            local.ip(),
+            self.advertised(local),
+            self.advertised_host(local),
             self.config.user_agent
         );
         self.start_client(
