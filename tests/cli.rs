@@ -615,3 +615,76 @@ fn billing_tools_import_rate_credit_and_list() {
         "{text}"
     );
 }
+
+/// `switchboard config check FILE`: the whole file validated, every name
+/// resolved and what each provider and gateway resolves to printed; exit 0
+/// or 1. A bad file is refused with its line, its cause said once.
+#[test]
+fn config_check_validates_resolves_and_prints() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("switchboard.toml");
+    let file = path.to_str().expect("path");
+    std::fs::write(
+        &path,
+        "[sip]\nudp = [\"127.0.0.1:5060\"]\nexternal_address = \"localhost:5070\"\n\n\
+         [[sip.providers]]\nname = \"PROXICOM\"\naddress = \"127.0.0.1:5080\"\n\n\
+         [sessions.gateways]\nxmpp = \"sip:{user}@localhost:5099\"\n\
+         gtalk = \"sip:{user}@127.0.0.1:5098\"\n",
+    )
+    .expect("write");
+    let output = switchboard(&["config", "check", file], "");
+    let out = stdout(&output);
+    assert!(
+        output.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for line in [
+        &format!("{file}: valid"),
+        "sip udp 127.0.0.1:5060: advertised as localhost:5070",
+        "provider PROXICOM: 127.0.0.1:5080 over udp (an address: no DNS)",
+        "gateway gtalk: 127.0.0.1:5098 (an address: no DNS)",
+        "ok",
+    ] {
+        assert!(
+            out.lines().any(|l| l == line),
+            "{line:?} missing in:\n{out}"
+        );
+    }
+    let xmpp = out
+        .lines()
+        .find(|l| l.starts_with("gateway xmpp: localhost:5099 -> "))
+        .unwrap_or_else(|| panic!("the gateway's name resolved:\n{out}"));
+    assert!(
+        xmpp.contains("127.0.0.1:5099") || xmpp.contains("[::1]:5099"),
+        "{xmpp}"
+    );
+
+    // A file that does not parse: exit 1, the line, and the cause once.
+    std::fs::write(&path, "[sip]\nudp = [\"0.0.0.0:5060\"]\n").expect("write");
+    let output = switchboard(&["config", "check", file], "");
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("sip.external_address"), "{err}");
+    std::fs::write(&path, "[sip]\nudp = 5\n").expect("write");
+    let output = switchboard(&["config", "check", file], "");
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(err.contains("line 2"), "{err}");
+    let first = err.lines().next().unwrap_or_default();
+    let halves = first.split(": ").collect::<Vec<_>>();
+    let mut seen = std::collections::HashSet::new();
+    assert!(
+        halves.iter().all(|h| seen.insert(*h)),
+        "a cause printed twice: {first}"
+    );
+    let missing = dir.path().join("missing.toml");
+    let output = switchboard(&["config", "check", missing.to_str().expect("path")], "");
+    let err = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success());
+    assert_eq!(
+        err.matches("No such file or directory").count(),
+        1,
+        "the cause once: {err}"
+    );
+}

@@ -71,6 +71,11 @@ enum Top {
         #[command(subcommand)]
         command: SipCommand,
     },
+    /// Check a configuration file (the habit of `kamailio -c`, `nginx -t`).
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Rates, accounts and call detail records.
     Billing {
         /// A configuration file: its [billing] section names the database,
@@ -83,6 +88,17 @@ enum Top {
         database: Option<String>,
         #[command(subcommand)]
         command: billing_cli::BillingCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the whole file and resolve every name it holds; print what
+    /// the listeners and each provider and gateway resolve to. Exit status
+    /// 0 means `switchboard run` would accept it and every name resolved.
+    Check {
+        /// The configuration file.
+        file: PathBuf,
     },
 }
 
@@ -157,10 +173,28 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", report(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes, each once: a cause whose text the message so
+/// far already holds (errors that write their source into their own text)
+/// is not repeated.
+fn report(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -216,7 +250,94 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command,
         } => billing_cli::run(config, database, command),
         Top::Run { config, plugins } => run_service(&config, plugins),
+        Top::Config {
+            command: ConfigCommand::Check { file },
+        } => config_check(&file),
     }
+}
+
+/// `switchboard config check FILE`.
+fn config_check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = switchboard::config::Config::load(path)?;
+    println!("{}: valid", path.display());
+    let sip = &config.sip;
+    let listeners = sip
+        .udp
+        .iter()
+        .map(|a| ("udp", a))
+        .chain(sip.tcp.iter().map(|a| ("tcp", a)));
+    for (transport, addr) in listeners {
+        match sip.external_for(*addr) {
+            Some(external) => println!("sip {transport} {addr}: advertised as {external}"),
+            None => println!("sip {transport} {addr}"),
+        }
+    }
+    if let Some(ip) = config.media.external_address {
+        println!("media {}: advertised as {ip}", config.media.address);
+    }
+    let mut names = Vec::new();
+    for p in &sip.providers {
+        println!(
+            "provider {}: {} over {} (an address: no DNS)",
+            p.name,
+            p.address,
+            p.transport.to_string().to_ascii_lowercase()
+        );
+    }
+    for (scheme, template) in &config.sessions.gateways {
+        match switchboard::session::target::gateway_uri(template, "user") {
+            Ok(uri) => names.push((
+                format!("gateway {scheme}"),
+                uri.host().clone(),
+                uri.port().unwrap_or(5060),
+            )),
+            Err(e) => println!("gateway {scheme}: {e}"),
+        }
+    }
+    if let Some(external) = &sip.external_address {
+        names.push((
+            "sip.external_address".to_string(),
+            external.host.clone(),
+            external.port.unwrap_or(5060),
+        ));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut unresolved = 0;
+    for (what, host, port) in names {
+        let switchboard::sip::UriHost::Name(name) = host else {
+            println!("{what}: {host}:{port} (an address: no DNS)");
+            continue;
+        };
+        let lookup = runtime.block_on(async {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                tokio::net::lookup_host((name.as_str(), port)),
+            )
+            .await
+        });
+        match lookup {
+            Ok(Ok(addrs)) => {
+                let addrs: Vec<String> = addrs.map(|a| a.to_string()).collect();
+                println!("{what}: {name}:{port} -> {}", addrs.join(", "));
+            }
+            Ok(Err(e)) => {
+                unresolved += 1;
+                println!("{what}: {name}:{port} does not resolve ({e})");
+            }
+            Err(_) => {
+                unresolved += 1;
+                println!("{what}: {name}:{port} does not resolve (no answer within 5 s)");
+            }
+        }
+    }
+    if unresolved > 0 {
+        println!("{unresolved} name(s) did not resolve");
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("ok");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn sip_call(
