@@ -41,6 +41,8 @@ struct Provider<'a> {
     far_end: &'a SippUas,
     rates: &'a [(&'a str, &'a str)],
     credentials: Option<(&'a str, &'a str)>,
+    /// More keys of its `[[sip.providers]]` table (a trunk profile).
+    profile: &'a str,
 }
 
 impl<'a> Provider<'a> {
@@ -50,6 +52,7 @@ impl<'a> Provider<'a> {
             far_end,
             rates,
             credentials: None,
+            profile: "",
         }
     }
 }
@@ -104,6 +107,8 @@ fn write_config(
         if let Some((user, pass)) = p.credentials {
             toml.push_str(&format!("username = \"{user}\"\npassword = \"{pass}\"\n"));
         }
+        toml.push_str(p.profile);
+        toml.push('\n');
     }
     let path = dir.join("switchboard.toml");
     std::fs::write(&path, toml).expect("config");
@@ -1390,4 +1395,63 @@ async fn behind_nat_the_far_end_sees_only_the_external_addresses() {
         }
     }
     assert!(direct.errors().is_empty(), "{}", direct.errors());
+}
+
+/// A trunk at its channel limit (`max_calls`) is not offered to the router,
+/// which takes the next; when no trunk is left for a destination the user is
+/// told why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trunk_at_its_channel_limit_is_skipped() {
+    let you = TonePeer::start(Law::Ulaw, 440.0);
+    let them = TonePeer::start(Law::Ulaw, 560.0);
+    let cheap = SippUas::start("answer.xml", &[you.port, you.port]);
+    let dear = SippUas::start("answer.xml", &[them.port]);
+    let mut host = Host::start(
+        &[
+            Provider {
+                profile: "max_calls = 1",
+                ..Provider::new("CHEAP", &cheap, &[("44", "0.01"), ("33", "0.01")])
+            },
+            Provider::new("DEAR", &dear, &[("44", "0.02")]),
+        ],
+        &[],
+        "",
+    )
+    .await;
+    let u = "busy-trunks@example.com";
+    host.credit(u, "5").await;
+    let mut chat = host.chat();
+    chat.say(u, "CALLBACK +442071234567 +442079876543");
+    chat.expect(
+        u,
+        &[
+            "Calling source: phone:442071234567, cost = 0.01 via CHEAP",
+            "Calling destination: phone:442079876543, cost = 0.02 via DEAR",
+            "Remote answered. Now talking. Cost = 0.03",
+        ],
+    )
+    .await;
+    assert_eq!(host.service.sip.calls_through("CHEAP"), 1);
+    chat.say(u, "HANGUP");
+    assert!(chat.next(u).await.ends_with("Reason = EndedByHangup"));
+    let deadline = Instant::now() + SECS;
+    while host.service.sip.calls_through("CHEAP") > 0 {
+        assert!(Instant::now() < deadline, "the channel was never freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // +33 only CHEAP serves: with the source on it, none is left.
+    chat.say(u, "CALLBACK +442071234567 +33123456789");
+    chat.expect(
+        u,
+        &[
+            "Calling source: phone:442071234567, cost = 0.01 via CHEAP",
+            "Calling destination phone:33123456789 failed: 503 every provider for this destination is at its channel limit; try again later.",
+        ],
+    )
+    .await;
+    let ended = chat.next(u).await;
+    assert!(ended.starts_with("Call aborted!"), "{ended}");
+    assert_eq!(cheap.invites().len(), 2, "{:?}", cheap.invites());
+    assert_eq!(dear.invites().len(), 1, "{:?}", dear.invites());
 }

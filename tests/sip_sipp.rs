@@ -175,6 +175,7 @@ fn provider(name: &str, addr: SocketAddr, transport: Transport) -> Provider {
         password: None,
         keepalive: false,
         rates: None,
+        ..Provider::new(name, addr)
     }
 }
 

@@ -334,6 +334,47 @@ impl Config {
                     p.name
                 ));
             }
+            if let Err(e) = p.number_format.check() {
+                return invalid(format!("sip.providers.{}: {e}", p.name));
+            }
+            for (key, user) in [
+                ("from_user", &p.from_user),
+                ("asserted_identity", &p.asserted_identity),
+            ] {
+                if let Some(user) = user
+                    && let Err(e) = sip::TargetUri::valid_user(user)
+                {
+                    return invalid(format!(
+                        "sip.providers.{}: {key} {user:?} is not a SIP user part ({e})",
+                        p.name
+                    ));
+                }
+            }
+            if let Some(name) = &p.display_name
+                && (name.is_empty()
+                    || name.chars().count() > 64
+                    || name
+                        .chars()
+                        .any(|c| c.is_control() || c == '"' || c == '\\'))
+            {
+                return invalid(format!(
+                    "sip.providers.{}: display_name {name:?} must be 1 to 64 characters without quotes, backslashes or controls",
+                    p.name
+                ));
+            }
+            if p.max_calls == Some(0) {
+                return invalid(format!(
+                    "sip.providers.{}: max_calls = 0 would never place a call (leave it out for no limit)",
+                    p.name
+                ));
+            }
+            let mut codecs = HashSet::new();
+            if !p.codecs.iter().all(|c| codecs.insert(*c)) {
+                return invalid(format!(
+                    "sip.providers.{}: codecs names a codec twice",
+                    p.name
+                ));
+            }
             let listens = match p.transport {
                 sip::Transport::Udp => &sip.udp,
                 sip::Transport::Tcp => &sip.tcp,
@@ -485,6 +526,53 @@ mod tests {
             Some("sip.example.org:5070")
         );
         assert_eq!(c.media.external_address, "203.0.113.7".parse().ok());
+    }
+
+    /// A trunk profile's keys are read, and a bad one is refused naming the
+    /// provider's line.
+    #[test]
+    fn trunk_profiles() {
+        let c = Config::parse(
+            "[sip]\nudp = [\"127.0.0.1:0\"]\n\n[[sip.providers]]\nname = \"T\"\naddress = \"127.0.0.1:5080\"\n\
+             from_user = \"+15551230000\"\ndisplay_name = \"Acme\"\nasserted_identity = \"+15551230000\"\n\
+             number_format = { plus = false, strip = 2, prefix = \"0\" }\noutbound_proxy = \"127.0.0.1:5090\"\n\
+             max_calls = 30\ncodecs = [\"pcma\", \"pcmu\"]\n",
+        )
+        .expect("valid");
+        let p = &c.sip.providers[0];
+        assert_eq!(
+            p.number_format.apply("442071234567").as_deref(),
+            Some("02071234567")
+        );
+        assert_eq!(p.max_calls, Some(30));
+        assert_eq!(p.codecs, vec![sip::Codec::Pcma, sip::Codec::Pcmu]);
+        for (key, expected) in [
+            (
+                "number_format = { prefix = \"0x\" }",
+                "number_format.prefix",
+            ),
+            ("number_format = { strip = 20 }", "number_format.strip"),
+            ("number_format = { plus = 1 }", "line 7"),
+            ("from_user = \"a b\"", "from_user"),
+            ("display_name = \"say \\\"hi\\\"\"", "display_name"),
+            ("max_calls = 0", "max_calls = 0"),
+            (
+                "codecs = [\"pcma\", \"pcma\"]",
+                "codecs names a codec twice",
+            ),
+            ("codecs = [\"g729\"]", "line 7"),
+        ] {
+            let e = Config::parse(&format!(
+                "[sip]\nudp = [\"127.0.0.1:0\"]\n\n[[sip.providers]]\nname = \"T\"\naddress = \"127.0.0.1:5080\"\n{key}\n"
+            ))
+            .expect_err(key)
+            .to_string();
+            assert!(e.contains(expected), "{key}: {e}");
+            assert!(
+                e.contains("line 5") || e.contains("line 7"),
+                "{key}: the line: {e}"
+            );
+        }
     }
 
     #[test]

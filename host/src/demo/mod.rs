@@ -86,6 +86,7 @@ impl DemoNetwork {
                 password: None,
                 keepalive: true,
                 rates: None,
+                ..Provider::new(name, far.address)
             })
             .collect();
         config.billing.database = database.to_string();

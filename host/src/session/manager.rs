@@ -39,6 +39,8 @@ pub struct Services {
     pub currency: String,
     /// Provider name → its SIP address, for request URIs.
     pub providers: HashMap<String, std::net::SocketAddr>,
+    /// Each provider's channel limit (`max_calls`), where it has one.
+    pub max_calls: HashMap<String, u32>,
     /// Counters for metrics.
     pub counters: SessionCounters,
     /// What `sip:` legs may reach.
@@ -124,6 +126,13 @@ impl Services {
         up.get(name).copied()
     }
 
+    /// Whether provider `name` has as many calls up as its `max_calls`.
+    pub(super) fn trunk_full(&self, name: &str) -> bool {
+        self.max_calls
+            .get(name)
+            .is_some_and(|max| self.sip.calls_through(name) >= *max)
+    }
+
     pub(super) fn provider_address(&self, name: &str) -> Option<std::net::SocketAddr> {
         self.providers.get(name).copied()
     }
@@ -207,6 +216,10 @@ impl SessionManager {
             providers: providers
                 .iter()
                 .map(|p| (p.name.clone(), p.address))
+                .collect(),
+            max_calls: providers
+                .iter()
+                .filter_map(|p| Some((p.name.clone(), p.max_calls?)))
                 .collect(),
             counters: SessionCounters::default(),
             notices,

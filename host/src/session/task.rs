@@ -357,6 +357,21 @@ impl SessionTask {
             }
             Err(_) => return Err(Box::new(Input::Failed(key, LegFailure::NoRoute))),
         };
+        // A trunk at its channel limit is not offered to the router.
+        let (offers, full): (Vec<_>, Vec<_>) = offers
+            .into_iter()
+            .partition(|o| !self.services.trunk_full(&o.provider));
+        if offers.is_empty() && !full.is_empty() {
+            let names: Vec<&str> = full.iter().map(|o| o.provider.as_str()).collect();
+            tracing::info!(providers = ?names, "every provider for the leg is at its max_calls");
+            return Err(Box::new(Input::Failed(
+                key,
+                LegFailure::SipError(SipFailure {
+                    status: 503,
+                    reason: "every provider for this destination is at its channel limit; try again later".into(),
+                }),
+            )));
+        }
         let now_ms = unix_ms(SystemTime::now());
         let candidates = offers
             .iter()

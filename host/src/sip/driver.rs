@@ -46,7 +46,12 @@ pub struct SipService {
     commands: mpsc::UnboundedSender<Command>,
     locals: Arc<Vec<(Transport, SocketAddr)>>,
     external: Option<super::HostPort>,
+    /// Calls up through each provider, kept by the SIP task.
+    trunk_calls: TrunkCalls,
 }
+
+/// Calls up through each provider (placed and not yet failed or ended).
+type TrunkCalls = Arc<std::sync::Mutex<HashMap<String, u32>>>;
 
 impl SipService {
     /// Binds the configured listeners and starts the stack on the current tokio runtime.
@@ -89,6 +94,7 @@ impl SipService {
         }
         let limit = config.max_message_bytes;
         let external = config.external_address.clone();
+        let trunk_calls = TrunkCalls::default();
         let endpoint =
             Endpoint::with_rng_seed(config, locals.clone(), Instant::now(), rand::random());
         let (commands, command_rx) = mpsc::unbounded_channel();
@@ -100,12 +106,19 @@ impl SipService {
             tokio::spawn(accept_tcp(listener, inbound_tx.clone(), limit));
         }
         tokio::spawn(run(
-            endpoint, udp, command_rx, inbound_tx, inbound_rx, limit,
+            endpoint,
+            udp,
+            command_rx,
+            inbound_tx,
+            inbound_rx,
+            limit,
+            trunk_calls.clone(),
         ));
         Ok(SipService {
             commands,
             locals: Arc::new(locals),
             external,
+            trunk_calls,
         })
     }
 
@@ -118,6 +131,13 @@ impl SipService {
     /// (`[sip] external_address`), if any.
     pub fn external_address(&self) -> Option<&super::HostPort> {
         self.external.as_ref()
+    }
+
+    /// How many calls are up through provider `name` (placed, not yet
+    /// failed or ended): what its `max_calls` is held against.
+    pub fn calls_through(&self, name: &str) -> u32 {
+        let calls = self.trunk_calls.lock().unwrap_or_else(|e| e.into_inner());
+        calls.get(name).copied().unwrap_or(0)
     }
 
     /// Places a call and returns its event stream.
@@ -242,6 +262,7 @@ async fn run(
     inbound_tx: mpsc::Sender<Inbound>,
     mut inbound: mpsc::Receiver<Inbound>,
     limit: usize,
+    trunk_calls: TrunkCalls,
 ) {
     let udp: Vec<(SocketAddr, Arc<UdpSocket>)> = udp
         .into_iter()
@@ -249,6 +270,17 @@ async fn run(
         .collect();
     let mut conns: HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>> = HashMap::new();
     let mut calls: HashMap<CallId, mpsc::UnboundedSender<CallEvent>> = HashMap::new();
+    // The provider of each call placed through one, for `trunk_calls`.
+    let mut through: HashMap<CallId, String> = HashMap::new();
+    let count = |name: &str, up: bool| {
+        let mut counts = trunk_calls.lock().unwrap_or_else(|e| e.into_inner());
+        let n = counts.entry(name.to_string()).or_insert(0);
+        *n = if up {
+            n.saturating_add(1)
+        } else {
+            n.saturating_sub(1)
+        };
+    };
     loop {
         while let Some(t) = endpoint.poll_transmit() {
             match t.transport {
@@ -297,6 +329,9 @@ async fn run(
                     }
                     if last {
                         calls.remove(&call);
+                        if let Some(name) = through.remove(&call) {
+                            count(&name, false);
+                        }
                     }
                 }
                 Event::Provider { name, up } => {
@@ -315,9 +350,14 @@ async fn run(
             command = commands.recv() => match command {
                 None => return,
                 Some(Command::Place(request, reply)) => {
+                    let provider = request.provider.clone();
                     let result = endpoint.place_call(Instant::now(), *request).map(|id| {
                         let (tx, rx) = mpsc::unbounded_channel();
                         calls.insert(id, tx);
+                        if let Some(name) = provider {
+                            count(&name, true);
+                            through.insert(id, name);
+                        }
                         PlacedCall { id, events: rx }
                     });
                     let _ = reply.send(result);

@@ -18,7 +18,8 @@ mod uri;
 
 pub use driver::{PlacedCall, SipService};
 pub use endpoint::{
-    CallEvent, CallId, CallRequest, Config, Endpoint, Event, Party, Provider, Stats, Transmit,
+    CallEvent, CallId, CallRequest, Config, Endpoint, Event, NumberFormat, Party, Provider, Stats,
+    Transmit,
 };
 pub use message::Transport;
 pub use sdp::{AudioSdp, Codec, Direction};
@@ -59,6 +60,9 @@ pub enum SipError {
         /// The listen address.
         addr: std::net::SocketAddr,
     },
+    /// The provider has as many calls up as its `max_calls`.
+    #[error("provider {0:?} is at its channel limit (max_calls)")]
+    TrunkFull(String),
     /// The SIP task has stopped.
     #[error("the SIP service has stopped")]
     Stopped,

@@ -32,8 +32,10 @@ pub enum SdpError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Codec {
     /// G.711 µ-law, payload type 0.
+    #[serde(alias = "pcmu", alias = "PCMU")]
     Pcmu,
     /// G.711 A-law, payload type 8.
+    #[serde(alias = "pcma", alias = "PCMA")]
     Pcma,
 }
 
@@ -124,6 +126,27 @@ pub struct AudioSdp {
 }
 
 impl AudioSdp {
+    /// Keeps only the audio codecs of `codecs`, in that order, followed by
+    /// the formats that are not codecs (telephone-event).
+    pub fn keep_codecs(&mut self, codecs: &[Codec]) {
+        let is_codec = |f: &Format| {
+            [Codec::Pcmu, Codec::Pcma]
+                .iter()
+                .any(|c| c.payload_type() == f.payload_type)
+        };
+        let mut kept: Vec<Format> = codecs
+            .iter()
+            .filter_map(|c| {
+                self.formats
+                    .iter()
+                    .find(|f| f.payload_type == c.payload_type())
+                    .cloned()
+            })
+            .collect();
+        kept.extend(self.formats.iter().filter(|f| !is_codec(f)).cloned());
+        self.formats = kept;
+    }
+
     /// Our offer: PCMU, PCMA and telephone-event (101), 20 ms.
     pub fn offer(address: IpAddr, port: u16, session: u64) -> Self {
         AudioSdp {

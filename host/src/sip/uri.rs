@@ -176,6 +176,21 @@ impl TargetUri {
         Ok(uri)
     }
 
+    /// The same URI with another user part (a number written the way a
+    /// trunk wants it).
+    pub fn with_user(&self, user: &str) -> Result<TargetUri, UriError> {
+        Ok(TargetUri {
+            user: Some(parse_user(user)?),
+            ..self.clone()
+        })
+    }
+
+    /// Whether `user` may stand as a SIP user part (RFC 3261 `user`
+    /// characters, escapes checked, at most 128 bytes).
+    pub fn valid_user(user: &str) -> Result<(), UriError> {
+        parse_user(user).map(|_| ())
+    }
+
     /// `sip:+<number>@<host>`: a phone number sent to a trunk.
     pub fn phone(number: &str, host: UriHost, port: Option<u16>) -> Result<TargetUri, UriError> {
         if number.is_empty() || number.len() > 15 || !number.bytes().all(|b| b.is_ascii_digit()) {

@@ -40,6 +40,15 @@ impl Endpoint {
         }
     }
 
+    /// The host of [`Endpoint::advertised`] as a URI writes it (IPv6 in
+    /// brackets).
+    pub(super) fn uri_host(&self, local: SocketAddr) -> String {
+        match self.config.external_for(local) {
+            Some(external) => external.host.to_string(),
+            None => super::super::UriHost::Ip(local.ip()).to_string(),
+        }
+    }
+
     /// Our Contact for `local` over `transport`.
     pub(super) fn contact(&self, local: SocketAddr, transport: Transport) -> String {
         let suffix = if transport == Transport::Tcp {
@@ -112,11 +121,15 @@ impl Endpoint {
             (Some(tag), true) => format!("<{}>;tag={tag}", call.remote_uri),
             _ => format!("<{}>", call.remote_uri),
         };
+        let display = match &call.local_display {
+            Some(name) => format!("\"{name}\" "),
+            None => String::new(),
+        };
         let mut text = String::with_capacity(512 + body.len());
         let _ = write!(
             text,
             "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/{} {};branch={branch};rport\r\nMax-Forwards: 70\r\n\
-             From: <{}>;tag={}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {} {method}\r\n",
+             From: {display}<{}>;tag={}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {} {method}\r\n",
             dest.transport,
             self.advertised(local),
             call.local_uri,
@@ -128,6 +141,8 @@ impl Endpoint {
             for route in &call.route_set {
                 let _ = write!(text, "Route: {route}\r\n");
             }
+        } else if let Some(route) = &call.initial_route {
+            let _ = write!(text, "Route: {route}\r\n");
         }
         if matches!(method, rsip::Method::Invite) {
             let _ = write!(
@@ -135,6 +150,13 @@ impl Endpoint {
                 "Contact: {}\r\nAllow: {ALLOW}\r\n",
                 self.contact(local, dest.transport)
             );
+            if let Some(user) = &call.asserted {
+                let _ = write!(
+                    text,
+                    "P-Asserted-Identity: <sip:{user}@{}>\r\n",
+                    self.uri_host(local)
+                );
+            }
         }
         for (name, value) in extra {
             let _ = write!(text, "{name}: {value}\r\n");

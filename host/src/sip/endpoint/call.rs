@@ -16,6 +16,13 @@ pub(super) struct Call {
     /// The far end's To tag, from its first 2xx.
     pub(super) remote_tag: Option<String>,
     pub(super) local_uri: String,
+    /// The display name of our From, if the trunk sets one.
+    pub(super) local_display: Option<String>,
+    /// The `P-Asserted-Identity` user of our INVITEs, if any.
+    pub(super) asserted: Option<String>,
+    /// A loose Route to the trunk's outbound proxy, on requests outside
+    /// the dialog.
+    pub(super) initial_route: Option<String>,
     pub(super) remote_uri: String,
     /// The Request-URI of the INVITE.
     pub(super) target: String,

@@ -20,10 +20,13 @@ const MAX_RING: Duration = Duration::from_secs(24 * 3600);
 
 impl Endpoint {
     /// Starts a call. Events for it arrive through [`Self::poll_event`].
-    pub fn place_call(&mut self, now: Instant, request: CallRequest) -> Result<CallId, SipError> {
-        let target = request.target.to_string();
-        let uri = SipUri::parse(&target).map_err(|_| SipError::BadTarget(target.clone()))?;
-        let (dest, provider) = match &request.provider {
+    pub fn place_call(
+        &mut self,
+        now: Instant,
+        mut request: CallRequest,
+    ) -> Result<CallId, SipError> {
+        let mut profile = None;
+        let dest = match &request.provider {
             Some(name) => {
                 let i = self
                     .config
@@ -32,34 +35,67 @@ impl Endpoint {
                     .position(|p| &p.name == name)
                     .ok_or_else(|| SipError::UnknownProvider(name.clone()))?;
                 let p = &self.config.providers[i];
-                (
-                    Dest {
-                        transport: p.transport,
-                        addr: p.address,
-                    },
-                    Some(i),
-                )
+                if let Some(max) = p.max_calls {
+                    let up = self
+                        .calls
+                        .values()
+                        .filter(|c| c.provider == Some(i) && !c.finished())
+                        .count();
+                    if up >= max as usize {
+                        return Err(SipError::TrunkFull(name.clone()));
+                    }
+                }
+                // The trunk's number format for the Request-URI and To.
+                if p.number_format != Default::default() {
+                    let written = request
+                        .target
+                        .user_digits()
+                        .and_then(|digits| p.number_format.apply(&digits))
+                        .and_then(|user| request.target.with_user(&user).ok())
+                        .ok_or_else(|| SipError::BadTarget(request.target.to_string()))?;
+                    request.target = written;
+                }
+                if !p.codecs.is_empty() {
+                    request.offer.keep_codecs(&p.codecs);
+                }
+                profile = Some(i);
+                Dest {
+                    transport: p.transport,
+                    addr: p.outbound_proxy.unwrap_or(p.address),
+                }
             }
-            None => (
-                uri_dest(&uri, Transport::Udp)
-                    .ok_or_else(|| SipError::BadTarget(target.clone()))?,
-                None,
-            ),
+            None => {
+                let target = request.target.to_string();
+                let uri =
+                    SipUri::parse(&target).map_err(|_| SipError::BadTarget(target.clone()))?;
+                uri_dest(&uri, Transport::Udp).ok_or(SipError::BadTarget(target))?
+            }
         };
+        let target = request.target.to_string();
+        let provider = profile;
         let local = self
             .local(dest.transport, dest.addr)
             .ok_or(SipError::NoListener(dest.transport))?;
         let id = CallId(self.next_call);
         self.next_call += 1;
-        let user = request
-            .caller
-            .clone()
+        let trunk = provider.and_then(|i| self.config.providers.get(i));
+        let user = trunk
+            .and_then(|p| p.from_user.clone())
+            .or_else(|| request.caller.clone())
             .unwrap_or_else(|| self.config.user.clone());
+        let local_display = trunk.and_then(|p| p.display_name.clone());
+        let asserted = trunk.and_then(|p| p.asserted_identity.clone());
+        let initial_route = trunk
+            .and_then(|p| p.outbound_proxy)
+            .map(|proxy| format!("<sip:{};lr>", Self::host_port(proxy)));
         let call = Call {
             call_id: format!("{}@{}", self.token(), self.advertised_host(local)),
             local_tag: self.token(),
             remote_tag: None,
             local_uri: format!("sip:{user}@{}", self.advertised(local)),
+            local_display,
+            asserted,
+            initial_route,
             remote_uri: target.clone(),
             target,
             dest,

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use super::super::message::{self, Transport};
+use super::super::sdp::Codec;
 use super::super::transaction::Timers;
 use super::super::{HostPort, SipError, UriHost};
 
@@ -31,6 +32,109 @@ pub struct Provider {
     /// The SIP stack itself does not read it.
     #[serde(default)]
     pub rates: Option<std::path::PathBuf>,
+    /// Caller ID: the user part of our From on calls through it (FreeSWITCH
+    /// `from-user`); none: the caller's, else `[sip] user`.
+    #[serde(default)]
+    pub from_user: Option<String>,
+    /// The display name in our From on calls through it.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// A user (a number, as a rule) sent as `P-Asserted-Identity`
+    /// (RFC 3325) on INVITEs through it.
+    #[serde(default)]
+    pub asserted_identity: Option<String>,
+    /// How the called number is written in the Request-URI and To.
+    #[serde(default)]
+    pub number_format: NumberFormat,
+    /// A proxy every request to it goes through first, named in a loose
+    /// `Route` (FreeSWITCH `proxy`, Asterisk `outbound_proxy`).
+    #[serde(default)]
+    pub outbound_proxy: Option<SocketAddr>,
+    /// The most calls at once through it (its channel limit). A trunk at
+    /// its limit is not offered to the router. None: no limit.
+    #[serde(default)]
+    pub max_calls: Option<u32>,
+    /// The codecs offered on calls through it, in order of preference
+    /// (`["pcma", "pcmu"]`); empty: PCMU, then PCMA.
+    #[serde(default)]
+    pub codecs: Vec<Codec>,
+}
+
+impl Provider {
+    /// A provider `name` at `address` over UDP, with keepalives on and
+    /// everything else unset (no credentials, no trunk profile).
+    pub fn new(name: &str, address: SocketAddr) -> Provider {
+        Provider {
+            name: name.to_string(),
+            address,
+            transport: Transport::Udp,
+            username: None,
+            password: None,
+            keepalive: true,
+            rates: None,
+            from_user: None,
+            display_name: None,
+            asserted_identity: None,
+            number_format: NumberFormat::default(),
+            outbound_proxy: None,
+            max_calls: None,
+            codecs: Vec::new(),
+        }
+    }
+}
+
+/// How a trunk wants the called number written: the E.164 digits, less
+/// `strip` leading digits, after `prefix`, with a `+` when `plus`.
+/// `{ plus = false, strip = 2, prefix = "0" }` writes +44 20 7123 4567 as
+/// `0207…` (national); the default writes `+442071234567`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NumberFormat {
+    /// Whether the number starts with `+`.
+    pub plus: bool,
+    /// Leading digits of the E.164 number to drop (a country code, say).
+    pub strip: u8,
+    /// Digits written before the rest (`0`, `00`, a tech prefix).
+    pub prefix: String,
+}
+
+impl Default for NumberFormat {
+    fn default() -> Self {
+        NumberFormat {
+            plus: true,
+            strip: 0,
+            prefix: String::new(),
+        }
+    }
+}
+
+impl NumberFormat {
+    /// Why the rule cannot be used, if it cannot.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.prefix.bytes().all(|b| b.is_ascii_digit()) || self.prefix.len() > 8 {
+            return Err(format!(
+                "number_format.prefix {:?} is not up to 8 digits",
+                self.prefix
+            ));
+        }
+        if self.strip > 14 {
+            return Err(format!(
+                "number_format.strip = {} would leave no number (at most 14)",
+                self.strip
+            ));
+        }
+        Ok(())
+    }
+
+    /// `digits` (E.164, no `+`) written this way; none when fewer than
+    /// `strip` + 1 digits are left to write.
+    pub fn apply(&self, digits: &str) -> Option<String> {
+        let rest = digits
+            .get(usize::from(self.strip)..)
+            .filter(|r| !r.is_empty())?;
+        let plus = if self.plus { "+" } else { "" };
+        Some(format!("{plus}{}{rest}", self.prefix))
+    }
 }
 
 fn udp() -> Transport {

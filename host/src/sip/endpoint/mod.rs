@@ -38,7 +38,7 @@ use call::Call;
 use timer::{Timer, TimerTable};
 use transactions::{ClientEntry, ClientKey, ServerEntry, ServerKey};
 
-pub use config::{Config, Provider};
+pub use config::{Config, NumberFormat, Provider};
 pub use types::{CallEvent, CallId, CallRequest, Event, Party, Stats, Transmit};
 
 /// Where a message goes: a transport and an address.

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use super::*;
-use crate::sip::TargetUri;
 use crate::sip::message::{Message, StartLine};
 use crate::sip::sdp::{AudioSdp, Codec, Direction};
+use crate::sip::{SipError, TargetUri};
 
 const FAR: &str = "127.0.0.1:5080";
 const T0_PORT: u16 = 5070;
@@ -301,6 +301,7 @@ fn proxy_challenge_is_answered_once_with_the_providers_credentials() {
         password: Some("secret".into()),
         keepalive: false,
         rates: None,
+        ..Provider::new("TRUNK", far())
     };
     let (mut ep, t0) = endpoint(vec![provider]);
     let request = CallRequest {
@@ -591,6 +592,7 @@ fn options_mark_providers_up_and_down() {
         password: None,
         keepalive: true,
         rates: None,
+        ..Provider::new("TRUNK", far())
     };
     let (mut ep, t0) = endpoint(vec![provider]);
     advance(&mut ep, t0);
@@ -670,6 +672,7 @@ fn tcp_calls_use_tcp_and_no_retransmission_timers() {
         password: None,
         keepalive: false,
         rates: None,
+        ..Provider::new("TRUNK", far())
     };
     let config = Config {
         providers: vec![provider],
@@ -706,5 +709,132 @@ fn tcp_calls_use_tcp_and_no_retransmission_timers() {
     assert!(
         matches!(events(&mut ep)[..], [CallEvent::Failed { status: 408, .. }]),
         "timer B still runs"
+    );
+}
+
+/// A trunk's profile: caller ID and display name in From,
+/// P-Asserted-Identity, the number written its way in the Request-URI and
+/// To, a loose Route to its outbound proxy (where the INVITE goes), its
+/// codec order, and its channel limit.
+#[test]
+fn a_trunk_profile_shapes_the_invite() {
+    let proxy: SocketAddr = "127.0.0.1:5090".parse().expect("addr");
+    let provider = Provider {
+        keepalive: false,
+        from_user: Some("+15551230000".into()),
+        display_name: Some("Switchboard Ltd".into()),
+        asserted_identity: Some("+15551230000".into()),
+        number_format: NumberFormat {
+            plus: false,
+            strip: 2,
+            prefix: "0".into(),
+        },
+        outbound_proxy: Some(proxy),
+        max_calls: Some(1),
+        codecs: vec![Codec::Pcma],
+        ..Provider::new("TRUNK", far())
+    };
+    let (mut ep, t0) = endpoint(vec![provider]);
+    let request = || CallRequest {
+        target: TargetUri::phone(
+            "442071234567",
+            crate::sip::UriHost::Ip(far().ip()),
+            Some(far().port()),
+        )
+        .expect("a phone URI"),
+        provider: Some("TRUNK".into()),
+        offer: offer(),
+        ring_timeout: None,
+        caller: Some("someone".into()),
+    };
+    let id = ep.place_call(t0, request()).expect("placed");
+    let t = ep.poll_transmit().expect("an INVITE");
+    assert_eq!(t.destination, proxy, "sent to the outbound proxy");
+    let text = String::from_utf8(t.payload.clone()).expect("text");
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+            .to_string()
+    };
+    assert!(
+        text.starts_with(&format!("INVITE sip:02071234567@{FAR} SIP/2.0\r\n")),
+        "{text}"
+    );
+    assert_eq!(line("To"), format!("To: <sip:02071234567@{FAR}>"));
+    assert!(
+        line("From").starts_with(&format!(
+            "From: \"Switchboard Ltd\" <sip:+15551230000@127.0.0.1:{T0_PORT}>;tag="
+        )),
+        "{text}"
+    );
+    assert_eq!(
+        line("P-Asserted-Identity"),
+        "P-Asserted-Identity: <sip:+15551230000@127.0.0.1>"
+    );
+    assert_eq!(line("Route"), "Route: <sip:127.0.0.1:5090;lr>");
+    assert!(
+        text.contains("\r\nm=audio 30000 RTP/AVP 8 101\r\n"),
+        "{text}"
+    );
+
+    // Its channel limit: a second call is refused while the first is up.
+    match ep.place_call(t0, request()) {
+        Err(SipError::TrunkFull(name)) => assert_eq!(name, "TRUNK"),
+        other => panic!("expected TrunkFull, got {other:?}"),
+    }
+    // Once the first is over, the channel is free again.
+    let invite = message::parse(&t.payload, usize::MAX).expect("valid");
+    ep.handle_input(t0, Transport::Udp, proxy, &reply(&invite, 486, "", ""));
+    assert!(
+        events(&mut ep)
+            .iter()
+            .any(|e| matches!(e, CallEvent::Failed { status: 486, .. }))
+    );
+    let _ = id;
+    ep.place_call(t0, request())
+        .expect("the channel is free again");
+}
+
+#[test]
+fn number_formats() {
+    let national = NumberFormat {
+        plus: false,
+        strip: 2,
+        prefix: "0".into(),
+    };
+    assert_eq!(
+        national.apply("442071234567").as_deref(),
+        Some("02071234567")
+    );
+    assert_eq!(
+        NumberFormat::default().apply("442071234567").as_deref(),
+        Some("+442071234567")
+    );
+    let international = NumberFormat {
+        plus: false,
+        strip: 0,
+        prefix: "00".into(),
+    };
+    assert_eq!(
+        international.apply("4915112345678").as_deref(),
+        Some("004915112345678")
+    );
+    assert_eq!(national.apply("44"), None, "nothing left after stripping");
+    assert!(
+        NumberFormat {
+            prefix: "0x".into(),
+            ..NumberFormat::default()
+        }
+        .check()
+        .is_err()
+    );
+    assert!(
+        NumberFormat {
+            strip: 15,
+            ..NumberFormat::default()
+        }
+        .check()
+        .is_err()
     );
 }
