@@ -176,6 +176,7 @@ async fn run(sessions: usize, window: usize, hold: Duration, concurrent: usize, 
             password: None,
             keepalive: false,
             rates: None,
+            ..Provider::new(name, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
         })
         .collect();
     config.billing.database = format!("sqlite://{}/bench.db", dir.path().display());
