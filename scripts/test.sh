@@ -6,8 +6,8 @@
 # streaming a tone into one conference, and bill calls on SQLite and on a
 # real PostgreSQL server, use the web pages in a real headless Chromium),
 # and a short smoke run of the benchmarks. Installs SIPp (sip-tester),
-# Prosody, slixmpp, Chromium with ChromeDriver and PostgreSQL with apt-get
-# when they are missing.
+# Kamailio, Prosody, slixmpp, Chromium with ChromeDriver and PostgreSQL with
+# apt-get when they are missing.
 #
 # Works on a fresh machine: rust-toolchain.toml makes rustup install the
 # pinned toolchain and the wasm32-wasip2 target on first use, and
@@ -30,6 +30,16 @@ if ! command -v sipp >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq sip-tester >/dev/null
 fi
 { sipp -v 2>&1 || true; } | grep -m1 SIPp   # sipp -v exits with status 99
+
+step "test peers: Kamailio (Debian package kamailio) as the carrier of tests/sip_trunk.rs"
+if ! command -v kamailio >/dev/null 2>&1 || ! command -v kamcmd >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ]; then as_root=(); else as_root=(sudo); fi
+    "${as_root[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq kamailio >/dev/null
+fi
+# The test starts its own Kamailio on a free loopback port with a
+# configuration it writes; a system one started by the package is not needed.
+kamailio -v | head -1
 
 step "test peers: Prosody (XMPP server) and slixmpp (XMPP client, Debian python3-slixmpp)"
 if ! command -v prosody >/dev/null 2>&1 || ! /usr/bin/python3 -c 'import slixmpp' 2>/dev/null; then

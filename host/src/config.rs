@@ -368,6 +368,18 @@ impl Config {
                     p.name
                 ));
             }
+            if p.register && !(1..=86_400).contains(&p.expires) {
+                return invalid(format!(
+                    "sip.providers.{}: expires = {} is not between 1 and 86400",
+                    p.name, p.expires
+                ));
+            }
+            if p.register && p.account().is_none() {
+                return invalid(format!(
+                    "sip.providers.{}: register = true needs the account: set username (or auth_username)",
+                    p.name
+                ));
+            }
             let mut codecs = HashSet::new();
             if !p.codecs.iter().all(|c| codecs.insert(*c)) {
                 return invalid(format!(

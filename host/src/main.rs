@@ -484,8 +484,11 @@ fn run_service(path: &std::path::Path, plugins: Option<PathBuf>) -> anyhow::Resu
                 }, if stopping.is_none() => {
                     println!("Stopping: ending calls and settling them.");
                     let m = manager.clone();
+                    let sip = service.sip.clone();
                     stopping = Some(tokio::spawn(async move {
                         m.shutdown(std::time::Duration::from_secs(10)).await;
+                        // Then the registrations are removed.
+                        sip.shutdown().await;
                     }));
                 }
                 notice = service.notices.recv() => match notice {

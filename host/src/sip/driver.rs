@@ -11,7 +11,9 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
 use super::SipError;
-use super::endpoint::{CallEvent, CallId, CallRequest, Config, Endpoint, Event, Stats};
+use super::endpoint::{
+    CallEvent, CallId, CallRequest, Config, Endpoint, Event, RegistrationState, Stats,
+};
 use super::message::Transport;
 use super::transport::StreamFramer;
 
@@ -32,6 +34,69 @@ enum Command {
     Hangup(CallId),
     Stats(oneshot::Sender<Stats>),
     ProviderUp(String, oneshot::Sender<Option<bool>>),
+    /// Remove the registrations, then answer (and stop).
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A provider's registration as operators see it (admin page and API,
+/// `/metrics`), with wall-clock times.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RegistrationView {
+    /// `registering`, `registered`, `failed` or `unregistered`.
+    pub state: &'static str,
+    /// Registered until then (ms since the Unix epoch).
+    pub until_ms: Option<i64>,
+    /// Why the last try failed.
+    pub reason: Option<String>,
+    /// When the next try goes out (ms since the Unix epoch).
+    pub retry_ms: Option<i64>,
+}
+
+impl RegistrationView {
+    fn of(state: &RegistrationState) -> RegistrationView {
+        let wall = |at: Instant| {
+            let now = std::time::SystemTime::now();
+            let then = now + at.saturating_duration_since(Instant::now());
+            then.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        };
+        match state {
+            RegistrationState::Registering => RegistrationView {
+                state: "registering",
+                until_ms: None,
+                reason: None,
+                retry_ms: None,
+            },
+            RegistrationState::Registered { until } => RegistrationView {
+                state: "registered",
+                until_ms: Some(wall(*until)),
+                reason: None,
+                retry_ms: None,
+            },
+            RegistrationState::Failed { reason, retry } => RegistrationView {
+                state: "failed",
+                until_ms: None,
+                reason: Some(reason.clone()),
+                retry_ms: Some(wall(*retry)),
+            },
+            RegistrationState::Unregistered => RegistrationView {
+                state: "unregistered",
+                until_ms: None,
+                reason: None,
+                retry_ms: None,
+            },
+        }
+    }
+}
+
+/// Each registering provider's registration, kept by the SIP task.
+type Registrations = Arc<std::sync::Mutex<std::collections::BTreeMap<String, RegistrationView>>>;
+
+/// What the SIP task keeps up to date for the handles to read.
+#[derive(Debug, Clone, Default)]
+struct Views {
+    trunk_calls: TrunkCalls,
+    registrations: Registrations,
 }
 
 enum Inbound {
@@ -46,8 +111,9 @@ pub struct SipService {
     commands: mpsc::UnboundedSender<Command>,
     locals: Arc<Vec<(Transport, SocketAddr)>>,
     external: Option<super::HostPort>,
-    /// Calls up through each provider, kept by the SIP task.
-    trunk_calls: TrunkCalls,
+    /// Calls up through each provider and the registrations, kept by the
+    /// SIP task.
+    views: Views,
 }
 
 /// Calls up through each provider (placed and not yet failed or ended).
@@ -94,9 +160,18 @@ impl SipService {
         }
         let limit = config.max_message_bytes;
         let external = config.external_address.clone();
-        let trunk_calls = TrunkCalls::default();
+        let views = Views::default();
         let endpoint =
             Endpoint::with_rng_seed(config, locals.clone(), Instant::now(), rand::random());
+        {
+            let mut shown = views
+                .registrations
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for (name, state) in endpoint.registrations() {
+                shown.insert(name, RegistrationView::of(&state));
+            }
+        }
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (inbound_tx, inbound_rx) = mpsc::channel(4096);
         for socket in &udp {
@@ -112,13 +187,13 @@ impl SipService {
             inbound_tx,
             inbound_rx,
             limit,
-            trunk_calls.clone(),
+            views.clone(),
         ));
         Ok(SipService {
             commands,
             locals: Arc::new(locals),
             external,
-            trunk_calls,
+            views,
         })
     }
 
@@ -136,8 +211,30 @@ impl SipService {
     /// How many calls are up through provider `name` (placed, not yet
     /// failed or ended): what its `max_calls` is held against.
     pub fn calls_through(&self, name: &str) -> u32 {
-        let calls = self.trunk_calls.lock().unwrap_or_else(|e| e.into_inner());
+        let calls = self
+            .views
+            .trunk_calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         calls.get(name).copied().unwrap_or(0)
+    }
+
+    /// Each registering provider's registration.
+    pub fn registrations(&self) -> std::collections::BTreeMap<String, RegistrationView> {
+        self.views
+            .registrations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Removes the registrations (REGISTER with `Expires: 0`), waits up to
+    /// 2 s for the registrars' answers, and stops the stack.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Shutdown(tx)).is_ok() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(3), rx).await;
+        }
     }
 
     /// Places a call and returns its event stream.
@@ -262,7 +359,7 @@ async fn run(
     inbound_tx: mpsc::Sender<Inbound>,
     mut inbound: mpsc::Receiver<Inbound>,
     limit: usize,
-    trunk_calls: TrunkCalls,
+    views: Views,
 ) {
     let udp: Vec<(SocketAddr, Arc<UdpSocket>)> = udp
         .into_iter()
@@ -272,8 +369,10 @@ async fn run(
     let mut calls: HashMap<CallId, mpsc::UnboundedSender<CallEvent>> = HashMap::new();
     // The provider of each call placed through one, for `trunk_calls`.
     let mut through: HashMap<CallId, String> = HashMap::new();
+    // Set by a shutdown: answer it once the removals are answered, or then.
+    let mut stopping: Option<(oneshot::Sender<()>, Instant)> = None;
     let count = |name: &str, up: bool| {
-        let mut counts = trunk_calls.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counts = views.trunk_calls.lock().unwrap_or_else(|e| e.into_inner());
         let n = counts.entry(name.to_string()).or_insert(0);
         *n = if up {
             n.saturating_add(1)
@@ -337,9 +436,32 @@ async fn run(
                 Event::Provider { name, up } => {
                     tracing::info!(provider = %name, up, "provider status")
                 }
+                Event::Registration { name, state } => {
+                    let mut shown = views
+                        .registrations
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    shown.insert(name, RegistrationView::of(&state));
+                }
             }
         }
+        if let Some((_, since)) = &stopping
+            && (!endpoint.unregistering() || since.elapsed() > std::time::Duration::from_secs(2))
+        {
+            if let Some((reply, _)) = stopping.take() {
+                let _ = reply.send(());
+            }
+            return;
+        }
         let deadline = endpoint.poll_timeout().map(tokio::time::Instant::from_std);
+        let deadline = match &stopping {
+            Some((_, since)) => {
+                let end =
+                    tokio::time::Instant::from_std(*since + std::time::Duration::from_secs(2));
+                Some(deadline.map_or(end, |d| d.min(end)))
+            }
+            None => deadline,
+        };
         tokio::select! {
             message = inbound.recv() => match message {
                 Some(Inbound::Message(transport, from, bytes)) => endpoint.handle_input(Instant::now(), transport, from, &bytes),
@@ -365,6 +487,10 @@ async fn run(
                 Some(Command::Hangup(id)) => endpoint.hangup(Instant::now(), id),
                 Some(Command::Stats(reply)) => { let _ = reply.send(endpoint.stats()); }
                 Some(Command::ProviderUp(name, reply)) => { let _ = reply.send(endpoint.provider_up(&name)); }
+                Some(Command::Shutdown(reply)) => {
+                    endpoint.unregister_all(Instant::now());
+                    stopping = Some((reply, Instant::now()));
+                }
             },
             _ = sleep_until(deadline) => endpoint.handle_timeout(Instant::now()),
         }

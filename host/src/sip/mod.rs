@@ -16,10 +16,10 @@ pub mod transaction;
 pub mod transport;
 mod uri;
 
-pub use driver::{PlacedCall, SipService};
+pub use driver::{PlacedCall, RegistrationView, SipService};
 pub use endpoint::{
-    CallEvent, CallId, CallRequest, Config, Endpoint, Event, NumberFormat, Party, Provider, Stats,
-    Transmit,
+    CallEvent, CallId, CallRequest, Config, Endpoint, Event, NumberFormat, Party, Provider,
+    RegistrationState, Stats, Transmit,
 };
 pub use message::Transport;
 pub use sdp::{AudioSdp, Codec, Direction};

@@ -204,11 +204,14 @@ pub struct ProviderView {
     pub acd_secs: Option<u32>,
     /// Average post-dial delay, ms.
     pub pdd_ms: Option<u32>,
+    /// Its registration, when it registers.
+    pub registration: Option<crate::sip::RegistrationView>,
 }
 
 fn providers(state: &WebState) -> Vec<ProviderView> {
     let services = state.manager.services();
     let now = unix_ms(SystemTime::now());
+    let registrations = services.sip.registrations();
     let mut list: Vec<ProviderView> = services
         .providers
         .iter()
@@ -223,11 +226,30 @@ fn providers(state: &WebState) -> Vec<ProviderView> {
                 asr_bp: s.asr_bp,
                 acd_secs: s.acd_secs,
                 pdd_ms: s.pdd_ms,
+                registration: registrations.get(name).cloned(),
             }
         })
         .collect();
     list.sort_by(|a, b| a.name.cmp(&b.name));
     list
+}
+
+/// A registration in words: registered until when, or failed with the
+/// reason and the next try.
+fn registration_text(view: Option<&crate::sip::RegistrationView>) -> String {
+    let Some(view) = view else {
+        return "—".into();
+    };
+    let at = |ms: Option<i64>| ms.map_or_else(|| "?".into(), super::layout::time);
+    match view.state {
+        "registered" => format!("registered until {}", at(view.until_ms)),
+        "failed" => format!(
+            "failed: {}; next try {}",
+            view.reason.as_deref().unwrap_or("?"),
+            at(view.retry_ms)
+        ),
+        other => other.to_string(),
+    }
 }
 
 /// A slot as the API shows it.
@@ -694,12 +716,13 @@ async fn dashboard_page(state: &WebState, flash: Option<&Flash>) -> Response {
         section #providers {
             h2 { "Providers" }
             table {
-                tr { th { "Name" } th { "Address" } th { "Status" } th { "Attempts" } th { "ASR" } th { "ACD" } th { "PDD" } }
+                tr { th { "Name" } th { "Address" } th { "Status" } th { "Registration" } th { "Attempts" } th { "ASR" } th { "ACD" } th { "PDD" } }
                 @for p in providers(state) {
                     tr id={ "provider-" (p.name) } {
                         td { (p.name) }
                         td { (p.address) }
                         td.status { @match p.up { Some(true) => "up", Some(false) => "down", None => "not probed" } }
+                        td.registration { (registration_text(p.registration.as_ref())) }
                         td.attempts { (p.attempts) " (" (p.answered) " answered)" }
                         td.asr { @match p.asr_bp { Some(bp) => { (bp / 100) "." (format!("{:02}", bp % 100)) " %" }, None => "—" } }
                         td.acd { @match p.acd_secs { Some(s) => { (s) " s" }, None => "—" } }

@@ -404,6 +404,33 @@ pub fn render(state: &WebState) -> String {
             );
         }
     }
+    let registrations = services.sip.registrations();
+    e.family(
+        "switchboard_sip_registered",
+        "gauge",
+        "1 while the provider's registration is live, 0 when not (absent: it does not register).",
+    );
+    for (name, view) in &registrations {
+        e.sample(
+            "switchboard_sip_registered",
+            &[("provider", name)],
+            u8::from(view.state == "registered"),
+        );
+    }
+    e.family(
+        "switchboard_sip_registration_expires_seconds",
+        "gauge",
+        "Seconds until the provider's registration lapses unless refreshed.",
+    );
+    for (name, view) in &registrations {
+        if let Some(until) = view.until_ms {
+            e.sample(
+                "switchboard_sip_registration_expires_seconds",
+                &[("provider", name)],
+                (until - now).max(0) / 1000,
+            );
+        }
+    }
     let stats: Vec<_> = names
         .iter()
         .map(|n| (n, services.billing.provider_stats(n, now)))

@@ -58,6 +58,32 @@ pub struct Provider {
     /// (`["pcma", "pcmu"]`); empty: PCMU, then PCMA.
     #[serde(default)]
     pub codecs: Vec<Codec>,
+    /// Register with it (REGISTER, RFC 3261 §10): for trunks that take
+    /// calls only from a registered account. Until registered it counts
+    /// as down.
+    #[serde(default)]
+    pub register: bool,
+    /// Where to register; default: its `address`.
+    #[serde(default)]
+    pub registrar: Option<SocketAddr>,
+    /// The registration lifetime asked for, in seconds (the registrar may
+    /// grant less, or ask for more with 423).
+    #[serde(default = "default_expires")]
+    pub expires: u32,
+    /// The user of the registered address of record and of the digest
+    /// answer; default: `username`.
+    #[serde(default)]
+    pub auth_username: Option<String>,
+    /// Answer only challenges of this realm; default: any.
+    #[serde(default)]
+    pub realm: Option<String>,
+    /// The user part of the registered Contact; default: the AoR's user.
+    #[serde(default)]
+    pub contact_user: Option<String>,
+}
+
+fn default_expires() -> u32 {
+    600
 }
 
 impl Provider {
@@ -79,7 +105,18 @@ impl Provider {
             outbound_proxy: None,
             max_calls: None,
             codecs: Vec::new(),
+            register: false,
+            registrar: None,
+            expires: default_expires(),
+            auth_username: None,
+            realm: None,
+            contact_user: None,
         }
+    }
+
+    /// The user it registers as (and answers challenges for), if any.
+    pub fn account(&self) -> Option<&str> {
+        self.auth_username.as_deref().or(self.username.as_deref())
     }
 }
 

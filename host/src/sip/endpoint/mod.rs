@@ -21,6 +21,7 @@ mod call;
 mod calling;
 mod config;
 mod health;
+mod registration;
 mod timer;
 mod transactions;
 mod types;
@@ -35,10 +36,12 @@ use rand::{Rng, SeedableRng};
 use super::message::{self, Transport};
 
 use call::Call;
+use registration::Registration;
 use timer::{Timer, TimerTable};
 use transactions::{ClientEntry, ClientKey, ServerEntry, ServerKey};
 
 pub use config::{Config, NumberFormat, Provider};
+pub use registration::RegistrationState;
 pub use types::{CallEvent, CallId, CallRequest, Event, Party, Stats, Transmit};
 
 /// Where a message goes: a transport and an address.
@@ -72,6 +75,8 @@ pub struct Endpoint {
     providers: Vec<ProviderState>,
     stats: Stats,
     rng: StdRng,
+    /// Each provider's registration, where it registers.
+    registrations: Vec<Option<Registration>>,
 }
 
 impl Endpoint {
@@ -113,7 +118,9 @@ impl Endpoint {
             providers,
             stats: Stats::default(),
             rng: StdRng::from_seed(seed),
+            registrations: Vec::new(),
         };
+        endpoint.start_registrations(now);
         for i in 0..endpoint.providers.len() {
             if endpoint.config.providers[i].keepalive {
                 endpoint.timers.set(Timer::Ping(i), now);
@@ -130,9 +137,14 @@ impl Endpoint {
         }
     }
 
-    /// Whether a provider answered its last OPTIONS (`None` before the first answer or timeout).
+    /// Whether a provider counts as up: down while it must register and
+    /// is not registered, else what its last OPTIONS said (`None` before
+    /// the first answer or timeout).
     pub fn provider_up(&self, name: &str) -> Option<bool> {
         let i = self.config.providers.iter().position(|p| p.name == name)?;
+        if self.unregistered(i) {
+            return Some(false);
+        }
         self.providers.get(i)?.up
     }
 
@@ -166,6 +178,7 @@ impl Endpoint {
                 Timer::CancelGiveUp(id) => self.cancel_give_up(id),
                 Timer::Answer2xx(id) => self.answer_timeout(now, id),
                 Timer::Ping(i) => self.ping(now, i),
+                Timer::Register(i) => self.registration_due(now, i),
             }
         }
     }

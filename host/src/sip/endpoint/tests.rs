@@ -838,3 +838,211 @@ fn number_formats() {
         .is_err()
     );
 }
+
+fn registering(expires: u32) -> (Endpoint, Instant) {
+    let provider = Provider {
+        keepalive: false,
+        register: true,
+        expires,
+        username: Some("acct".into()),
+        password: Some("secret".into()),
+        ..Provider::new("TRUNK", far())
+    };
+    endpoint(vec![provider])
+}
+
+fn header(m: &Message, name: &str) -> String {
+    m.header(name).unwrap_or_default()
+}
+
+fn state(ep: &Endpoint) -> RegistrationState {
+    ep.registrations()
+        .into_iter()
+        .find(|(name, _)| name == "TRUNK")
+        .map(|(_, s)| s)
+        .expect("TRUNK registers")
+}
+
+/// REGISTER, a digest challenge answered, the binding refreshed before it
+/// lapses; down until registered.
+#[test]
+fn registration_answers_a_challenge_and_refreshes_before_expiry() {
+    let (mut ep, t0) = registering(60);
+    assert_eq!(
+        ep.provider_up("TRUNK"),
+        Some(false),
+        "down until registered"
+    );
+    ep.handle_timeout(t0);
+    let first = sent(&mut ep);
+    assert_eq!(first.len(), 1);
+    let register = &first[0];
+    assert_eq!(method(register), "REGISTER");
+    assert!(
+        matches!(&register.start, StartLine::Request { uri, .. } if uri.to_string() == format!("sip:{FAR}"))
+    );
+    assert_eq!(header(register, "Expires"), "60");
+    assert_eq!(header(register, "To"), "<sip:acct@127.0.0.1>");
+    assert!(header(register, "Contact").starts_with(&format!("<sip:acct@127.0.0.1:{T0_PORT}")));
+    assert!(register.header("Authorization").is_none());
+
+    let challenge = "WWW-Authenticate: Digest realm=\"trunk\", nonce=\"n1\", qop=\"auth\"\r\n";
+    ep.handle_input(
+        t0,
+        Transport::Udp,
+        far(),
+        &reply(register, 401, challenge, ""),
+    );
+    let second = sent(&mut ep);
+    assert_eq!(second.len(), 1, "one answer to the challenge");
+    let answer = &second[0];
+    assert_eq!(answer.call_id, register.call_id, "the same Call-ID");
+    assert_eq!(answer.cseq, register.cseq + 1);
+    let auth = header(answer, "Authorization");
+    assert!(
+        auth.contains("username=\"acct\"") && auth.contains("nonce=\"n1\""),
+        "{auth}"
+    );
+
+    let granted = format!("Contact: <sip:acct@127.0.0.1:{T0_PORT}>;expires=60\r\n");
+    ep.handle_input(t0, Transport::Udp, far(), &reply(answer, 200, &granted, ""));
+    assert_eq!(
+        state(&ep),
+        RegistrationState::Registered {
+            until: t0 + Duration::from_secs(60)
+        }
+    );
+    assert_eq!(
+        ep.provider_up("TRUNK"),
+        None,
+        "registered: up as far as that goes"
+    );
+    // Refreshed at 48 s (a fifth before the 60 s lapse), not before.
+    ep.handle_timeout(at(t0, 47_000));
+    assert!(sent(&mut ep).is_empty());
+    ep.handle_timeout(at(t0, 48_000));
+    let refresh = sent(&mut ep);
+    assert_eq!(refresh.len(), 1);
+    assert_eq!(method(&refresh[0]), "REGISTER");
+    assert_eq!(refresh[0].call_id, register.call_id);
+    assert!(
+        refresh[0].header("Authorization").is_none(),
+        "a new nonce comes with a new challenge"
+    );
+}
+
+/// 423 raises the lifetime to Min-Expires; 403 fails the registration and
+/// the next try waits, longer after each failure.
+#[test]
+fn registration_takes_min_expires_after_423_and_backs_off_after_403() {
+    let (mut ep, t0) = registering(10);
+    ep.handle_timeout(t0);
+    let register = sent(&mut ep).remove(0);
+    ep.handle_input(
+        t0,
+        Transport::Udp,
+        far(),
+        &reply(&register, 423, "Min-Expires: 120\r\n", ""),
+    );
+    let again = sent(&mut ep).remove(0);
+    assert_eq!(header(&again, "Expires"), "120");
+
+    ep.handle_input(t0, Transport::Udp, far(), &reply(&again, 403, "", ""));
+    match state(&ep) {
+        RegistrationState::Failed { reason, retry } => {
+            assert_eq!(reason, "403 Whatever");
+            assert_eq!(retry, t0 + Duration::from_secs(5));
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    assert_eq!(ep.provider_up("TRUNK"), Some(false));
+    ep.handle_timeout(at(t0, 4_900));
+    assert!(sent(&mut ep).iter().all(|m| method(m) != "REGISTER"));
+    ep.handle_timeout(at(t0, 5_000));
+    let retry = sent(&mut ep);
+    assert_eq!(retry.len(), 1);
+    ep.handle_input(
+        at(t0, 5_000),
+        Transport::Udp,
+        far(),
+        &reply(&retry[0], 403, "", ""),
+    );
+    match state(&ep) {
+        RegistrationState::Failed { retry, .. } => {
+            assert_eq!(retry, at(t0, 15_000), "the wait doubled");
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+/// A registrar that never answers, and one that challenges every answer.
+#[test]
+fn a_registrar_that_never_answers_or_challenges_forever_fails() {
+    let (mut ep, t0) = registering(60);
+    ep.handle_timeout(t0);
+    let mut now = t0;
+    while now < at(t0, 33_000) {
+        now = ep.poll_timeout().expect("a timer").max(now);
+        ep.handle_timeout(now);
+        let _ = sent(&mut ep);
+        if matches!(state(&ep), RegistrationState::Failed { .. }) {
+            break;
+        }
+    }
+    match state(&ep) {
+        RegistrationState::Failed { reason, .. } => {
+            assert_eq!(reason, "no answer from the registrar")
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+
+    let (mut ep, t0) = registering(60);
+    ep.handle_timeout(t0);
+    let mut register = sent(&mut ep).remove(0);
+    for round in 1..=3 {
+        let challenge = format!("WWW-Authenticate: Digest realm=\"trunk\", nonce=\"n{round}\"\r\n");
+        ep.handle_input(
+            t0,
+            Transport::Udp,
+            far(),
+            &reply(&register, 401, &challenge, ""),
+        );
+        match sent(&mut ep).pop() {
+            Some(next) => register = next,
+            None => break,
+        }
+    }
+    match state(&ep) {
+        RegistrationState::Failed { reason, .. } => {
+            assert!(reason.contains("refuses the credentials"), "{reason}")
+        }
+        other => panic!("expected refused credentials, got {other:?}"),
+    }
+}
+
+/// On shutdown the binding is removed with `Expires: 0`.
+#[test]
+fn shutdown_removes_the_registration() {
+    let (mut ep, t0) = registering(60);
+    ep.handle_timeout(t0);
+    let register = sent(&mut ep).remove(0);
+    ep.handle_input(
+        t0,
+        Transport::Udp,
+        far(),
+        &reply(&register, 200, "Expires: 60\r\n", ""),
+    );
+    assert!(state(&ep).registered());
+    ep.unregister_all(at(t0, 1_000));
+    let removal = sent(&mut ep).remove(0);
+    assert_eq!(header(&removal, "Expires"), "0");
+    assert!(ep.unregistering());
+    ep.handle_input(
+        at(t0, 1_000),
+        Transport::Udp,
+        far(),
+        &reply(&removal, 200, "", ""),
+    );
+    assert!(!ep.unregistering());
+    assert_eq!(state(&ep), RegistrationState::Unregistered);
+}

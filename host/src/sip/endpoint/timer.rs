@@ -28,6 +28,8 @@ pub(super) enum Timer {
     Answer2xx(CallId),
     /// The next OPTIONS ping to a provider (its index in the configuration).
     Ping(usize),
+    /// A provider's next REGISTER: the first, a refresh, or a retry.
+    Register(usize),
 }
 
 /// The deadlines, soonest first.

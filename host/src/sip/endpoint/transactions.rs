@@ -132,6 +132,7 @@ pub(super) enum Purpose {
     Cancel,
     Bye,
     Options(usize),
+    Register(usize),
 }
 
 /// A client transaction with what it belongs to.
@@ -241,6 +242,7 @@ impl Endpoint {
                 }
             }
             Purpose::Options(i) => self.provider_result(now, i, false),
+            Purpose::Register(i) => self.registration_timed_out(now, i),
             Purpose::Bye => {
                 if let Some(id) = call {
                     let reason = "hangup (no response to BYE)".to_string();
@@ -338,6 +340,7 @@ impl Endpoint {
                     self.provider_result(now, i, status != 503);
                 }
             }
+            Purpose::Register(i) => self.registration_response(now, i, status, &response),
             Purpose::Bye if status >= 200 => {
                 if let Some(id) = call {
                     // Any final answer ends the dialog (RFC 3261 §15.1.1), even a challenge.

@@ -88,6 +88,13 @@ pub enum Event {
         /// What happened.
         event: CallEvent,
     },
+    /// A provider's registration changed state.
+    Registration {
+        /// Its name.
+        name: String,
+        /// Where it stands now.
+        state: super::RegistrationState,
+    },
     /// A provider answered or stopped answering OPTIONS.
     Provider {
         /// Its name.
