@@ -10,6 +10,7 @@
 //! directly.
 
 mod common;
+mod kamailio_peer;
 mod rtp_peer;
 mod sipp_peer;
 mod xmpp_peers;
@@ -43,6 +44,9 @@ struct Provider<'a> {
     credentials: Option<(&'a str, &'a str)>,
     /// More keys of its `[[sip.providers]]` table (a trunk profile).
     profile: &'a str,
+    /// Where its SIP service is, when not at the far end itself (a
+    /// carrier's proxy in front of it).
+    via: Option<std::net::SocketAddr>,
 }
 
 impl<'a> Provider<'a> {
@@ -53,6 +57,7 @@ impl<'a> Provider<'a> {
             rates,
             credentials: None,
             profile: "",
+            via: None,
         }
     }
 }
@@ -101,7 +106,7 @@ fn write_config(
         toml.push_str(&format!(
             "\n[[sip.providers]]\nname = \"{}\"\naddress = \"{}\"\nkeepalive = false\nrates = \"{}\"\n",
             p.name,
-            p.far_end.addr,
+            p.via.unwrap_or(p.far_end.addr),
             sheet.display()
         ));
         if let Some((user, pass)) = p.credentials {
@@ -1454,4 +1459,79 @@ async fn a_trunk_at_its_channel_limit_is_skipped() {
     assert!(ended.starts_with("Call aborted!"), "{ended}");
     assert_eq!(cheap.invites().len(), 2, "{:?}", cheap.invites());
     assert_eq!(dear.invites().len(), 1, "{:?}", dear.invites());
+}
+
+/// A whole callback through a registered trunk: Kamailio as the carrier
+/// (digest authentication for REGISTER and INVITE, 403 for an account that
+/// is not registered) in front of SIPp; both legs go through it once the
+/// account is registered, and audio flows both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callback_through_a_registered_trunk() {
+    let you = TonePeer::start(Law::Ulaw, 440.0);
+    let them = TonePeer::start(Law::Ulaw, 560.0);
+    let phone_network = SippUas::start("trunk_answer.xml", &[you.port, them.port]);
+    let carrier = kamailio_peer::Kamailio::start(phone_network.addr);
+    let mut host = Host::start(
+        &[Provider {
+            credentials: Some((kamailio_peer::ACCOUNT, kamailio_peer::PASSWORD)),
+            profile: "register = true\nexpires = 60",
+            via: Some(carrier.addr),
+            ..Provider::new("CARRIER", &phone_network, &[("44", "0.01")])
+        }],
+        &[],
+        "",
+    )
+    .await;
+    let deadline = Instant::now() + SECS;
+    while host
+        .service
+        .sip
+        .registrations()
+        .get("CARRIER")
+        .map(|v| v.state)
+        != Some("registered")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not registered: {}",
+            carrier.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let u = "trunk-user@example.com";
+    host.credit(u, "5").await;
+    let mut chat = host.chat();
+    chat.say(u, "CALLBACK +442071234567 +442079876543");
+    chat.expect(
+        u,
+        &[
+            "Calling source: phone:442071234567, cost = 0.01 via CARRIER",
+            "Calling destination: phone:442079876543, cost = 0.01 via CARRIER",
+            "Remote answered. Now talking. Cost = 0.02",
+        ],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_hear_each_other(&[&you, &them]);
+    chat.say(u, "HANGUP");
+    let ended = chat.next(u).await;
+    assert!(ended.ends_with("Reason = EndedByHangup"), "{ended}");
+    let secs = charged_secs(&ended);
+    assert_billed(&host, u, Micros(5_000_000), secs).await;
+    let at = carrier.addr;
+    assert_eq!(
+        phone_network.invites(),
+        [
+            format!("INVITE sip:+442071234567@{at} SIP/2.0"),
+            format!("INVITE sip:+442079876543@{at} SIP/2.0"),
+        ],
+        "both legs crossed the carrier"
+    );
+    let bindings = carrier.kamcmd(&["ul.dump"]);
+    assert!(bindings.contains(kamailio_peer::ACCOUNT), "{bindings}");
+    assert!(
+        phone_network.errors().is_empty(),
+        "{}",
+        phone_network.errors()
+    );
 }
