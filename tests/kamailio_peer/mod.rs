@@ -115,7 +115,7 @@ fn config(port: u16, ctl: &str, phone_network: SocketAddr) -> String {
         r#"#!KAMAILIO
 debug=2
 log_stderror=yes
-children=2
+children=1
 auto_aliases=no
 listen=udp:127.0.0.1:{port}
 mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
