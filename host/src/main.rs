@@ -261,12 +261,7 @@ fn config_check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let config = switchboard::config::Config::load(path)?;
     println!("{}: valid", path.display());
     let sip = &config.sip;
-    let listeners = sip
-        .udp
-        .iter()
-        .map(|a| ("udp", a))
-        .chain(sip.tcp.iter().map(|a| ("tcp", a)));
-    for (transport, addr) in listeners {
+    for (transport, addr) in sip.listeners() {
         match sip.external_for(*addr) {
             Some(external) => println!("sip {transport} {addr}: advertised as {external}"),
             None => println!("sip {transport} {addr}"),

@@ -235,16 +235,17 @@ impl Config {
         }
     }
 
+    /// Every listen address with its transport's name (`udp`, `tcp`).
+    pub fn listeners(&self) -> impl Iterator<Item = (&'static str, &SocketAddr)> {
+        let udp = self.udp.iter().map(|a| ("udp", a));
+        udp.chain(self.tcp.iter().map(|a| ("tcp", a)))
+    }
+
     /// Refuses a wildcard listen address (`0.0.0.0`, `[::]`) with no
     /// external address to advertise in its place: it must never appear in
     /// Via, Contact or From.
     pub fn check_addresses(&self) -> Result<(), SipError> {
-        let listeners = self
-            .udp
-            .iter()
-            .map(|a| ("udp", a))
-            .chain(self.tcp.iter().map(|a| ("tcp", a)));
-        for (transport, addr) in listeners {
+        for (transport, addr) in self.listeners() {
             if addr.ip().is_unspecified() && self.external_for(*addr).is_none() {
                 return Err(SipError::Wildcard {
                     transport,
