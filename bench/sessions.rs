@@ -170,8 +170,8 @@ async fn run(sessions: usize, window: usize, hold: Duration, concurrent: usize, 
         .into_iter()
         .map(|(name, port)| Provider {
             name: name.into(),
-            address: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-            transport: Transport::Udp,
+            address: std::net::SocketAddr::from(([127, 0, 0, 1], port)).into(),
+            transport: Some(Transport::Udp),
             username: None,
             password: None,
             keepalive: false,

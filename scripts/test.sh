@@ -6,7 +6,7 @@
 # streaming a tone into one conference, and bill calls on SQLite and on a
 # real PostgreSQL server, use the web pages in a real headless Chromium),
 # and a short smoke run of the benchmarks. Installs SIPp (sip-tester),
-# Kamailio, Prosody, slixmpp, Chromium with ChromeDriver and PostgreSQL with
+# Kamailio, dnsmasq, Prosody, slixmpp, Chromium with ChromeDriver and PostgreSQL with
 # apt-get when they are missing.
 #
 # Works on a fresh machine: rust-toolchain.toml makes rustup install the
@@ -40,6 +40,17 @@ fi
 # The test starts its own Kamailio on a free loopback port with a
 # configuration it writes; a system one started by the package is not needed.
 kamailio -v | head -1
+
+step "test peers: dnsmasq (Debian package dnsmasq) as the DNS server of tests/sip_dns.rs"
+if ! command -v dnsmasq >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ]; then as_root=(); else as_root=(sudo); fi
+    "${as_root[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq dnsmasq >/dev/null
+fi
+# The tests start their own dnsmasq on a free loopback port, answering only
+# for the test domain and forwarding nothing; a system one is not needed
+# (the package may start one on port 53: it is left alone).
+dnsmasq --version | head -1
 
 step "test peers: Prosody (XMPP server) and slixmpp (XMPP client, Debian python3-slixmpp)"
 if ! command -v prosody >/dev/null 2>&1 || ! /usr/bin/python3 -c 'import slixmpp' 2>/dev/null; then

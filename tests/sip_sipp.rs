@@ -169,8 +169,8 @@ fn request(target: String, provider: Option<&str>) -> CallRequest {
 fn provider(name: &str, addr: SocketAddr, transport: Transport) -> Provider {
     Provider {
         name: name.into(),
-        address: addr,
-        transport,
+        address: addr.into(),
+        transport: Some(transport),
         username: None,
         password: None,
         keepalive: false,

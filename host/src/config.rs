@@ -218,11 +218,14 @@ impl Config {
             .iter()
             .map(|p| billing::ProviderRecord {
                 name: p.name.clone(),
-                target: format!(
-                    "sip:{};transport={}",
-                    p.address,
-                    p.transport.to_string().to_ascii_lowercase()
-                ),
+                target: match p.transport {
+                    Some(t) => format!(
+                        "sip:{};transport={}",
+                        p.address,
+                        t.to_string().to_ascii_lowercase()
+                    ),
+                    None => format!("sip:{}", p.address),
+                },
                 username: p.username.clone(),
                 password: p.password.clone(),
                 enabled: true,
@@ -387,15 +390,30 @@ impl Config {
                     p.name
                 ));
             }
-            let listens = match p.transport {
-                sip::Transport::Udp => &sip.udp,
-                sip::Transport::Tcp => &sip.tcp,
-            };
-            if !listens.iter().any(|l| l.is_ipv4() == p.address.is_ipv4()) {
-                return invalid(format!(
-                    "sip.providers.{}: no {} listener for its address family ({})",
-                    p.name, p.transport, p.address
-                ));
+            // An address (not a name) must be reachable from a listener
+            // of its transport and family; a name is checked when located.
+            for hop in [
+                Some(&p.address),
+                p.outbound_proxy.as_ref(),
+                p.registrar.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let Some(addr) = hop.socket_addr() else {
+                    continue;
+                };
+                let transport = p.transport.unwrap_or(sip::Transport::Udp);
+                let listens = match transport {
+                    sip::Transport::Udp => &sip.udp,
+                    sip::Transport::Tcp => &sip.tcp,
+                };
+                if !listens.iter().any(|l| l.is_ipv4() == addr.is_ipv4()) {
+                    return invalid(format!(
+                        "sip.providers.{}: no {transport} listener for its address family ({hop})",
+                        p.name
+                    ));
+                }
             }
         }
         Ok(())
@@ -613,7 +631,7 @@ mod tests {
         let p = &c.sip.providers[0];
         assert_eq!(
             (p.transport, p.username.as_deref(), p.keepalive),
-            (sip::Transport::Tcp, Some("alice"), true)
+            (Some(sip::Transport::Tcp), Some("alice"), true)
         );
     }
 
@@ -652,8 +670,12 @@ mod tests {
                 "no TCP listener",
             ),
             (
-                "[[sip.providers]]\nname = \"A\"\naddress = \"nowhere\"",
-                "invalid socket address",
+                "[[sip.providers]]\nname = \"A\"\naddress = \"sip.carrier.example:99999\"",
+                "the port is not a number from 1 to 65535",
+            ),
+            (
+                "[[sip.providers]]\nname = \"A\"\naddress = \"sip carrier\"",
+                "the character ' ' is not allowed",
             ),
             ("[media]\nrtp_ports = [5000, 5000]", "port range 5000-5000"),
             (

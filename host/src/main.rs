@@ -270,60 +270,120 @@ fn config_check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     if let Some(ip) = config.media.external_address {
         println!("media {}: advertised as {ip}", config.media.address);
     }
-    let mut names = Vec::new();
+    // Every name a request may go to, located as the SIP stack will
+    // (RFC 3263 through `[sip] dns` or the system's resolvers).
+    let mut names: Vec<(
+        String,
+        switchboard::sip::HostPort,
+        Option<switchboard::sip::Transport>,
+    )> = Vec::new();
     for p in &sip.providers {
-        println!(
-            "provider {}: {} over {} (an address: no DNS)",
-            p.name,
-            p.address,
-            p.transport.to_string().to_ascii_lowercase()
-        );
+        let over = p
+            .transport
+            .map_or("the transport DNS gives".to_string(), |t| {
+                t.to_string().to_ascii_lowercase()
+            });
+        println!("provider {}: {} over {over}", p.name, p.address);
+        names.push((
+            format!("provider {}", p.name),
+            p.address.clone(),
+            p.transport,
+        ));
+        if let Some(proxy) = &p.outbound_proxy {
+            names.push((
+                format!("provider {} outbound_proxy", p.name),
+                proxy.clone(),
+                p.transport,
+            ));
+        }
+        if let Some(registrar) = &p.registrar {
+            names.push((
+                format!("provider {} registrar", p.name),
+                registrar.clone(),
+                p.transport,
+            ));
+        }
     }
     for (scheme, template) in &config.sessions.gateways {
         match switchboard::session::target::gateway_uri(template, "user") {
             Ok(uri) => names.push((
                 format!("gateway {scheme}"),
-                uri.host().clone(),
-                uri.port().unwrap_or(5060),
+                switchboard::sip::HostPort {
+                    host: uri.host().clone(),
+                    port: uri.port(),
+                },
+                None,
             )),
             Err(e) => println!("gateway {scheme}: {e}"),
         }
     }
     if let Some(external) = &sip.external_address {
+        // Only addresses matter here: it is what peers are told.
+        let port = Some(external.port.unwrap_or(5060));
         names.push((
             "sip.external_address".to_string(),
-            external.host.clone(),
-            external.port.unwrap_or(5060),
+            switchboard::sip::HostPort {
+                host: external.host.clone(),
+                port,
+            },
+            None,
         ));
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let mut unresolved = 0;
-    for (what, host, port) in names {
-        let switchboard::sip::UriHost::Name(name) = host else {
-            println!("{what}: {host}:{port} (an address: no DNS)");
+    let _inside = runtime.enter();
+    let dns = switchboard::sip::dns::system::SystemDns::new(&sip.dns);
+    let mut transports = Vec::new();
+    if !sip.udp.is_empty() {
+        transports.push(switchboard::sip::Transport::Udp);
+    }
+    if !sip.tcp.is_empty() {
+        transports.push(switchboard::sip::Transport::Tcp);
+    }
+    let listens = || sip.listeners().map(|(_, a)| *a);
+    let mut locator = switchboard::sip::dns::Locator::new(
+        transports,
+        listens().any(|a| a.is_ipv4()),
+        listens().any(|a| a.is_ipv6()),
+        [0; 32],
+    );
+    for (what, host, transport) in names {
+        let switchboard::sip::UriHost::Name(name) = &host.host else {
+            println!("{what}: {host} (an address: no DNS)");
             continue;
         };
-        let lookup = runtime.block_on(async {
-            tokio::time::timeout(
-                std::time::Duration::from_secs(5),
-                tokio::net::lookup_host((name.as_str(), port)),
-            )
-            .await
-        });
-        match lookup {
-            Ok(Ok(addrs)) => {
-                let addrs: Vec<String> = addrs.map(|a| a.to_string()).collect();
-                println!("{what}: {name}:{port} -> {}", addrs.join(", "));
-            }
-            Ok(Err(e)) => {
+        let dns = match &dns {
+            Ok(dns) => dns,
+            Err(e) => {
                 unresolved += 1;
-                println!("{what}: {name}:{port} does not resolve ({e})");
+                println!("{what}: {host} cannot be located: {e}");
+                continue;
             }
-            Err(_) => {
+        };
+        let wanted = switchboard::sip::dns::Wanted {
+            name: name.clone(),
+            port: host.port,
+            transport,
+        };
+        match runtime.block_on(dns.locate(&mut locator, wanted)) {
+            Ok(targets) => {
+                let targets: Vec<String> = targets
+                    .iter()
+                    .map(|t| {
+                        format!(
+                            "{} {}",
+                            t.transport.to_string().to_ascii_lowercase(),
+                            t.addr
+                        )
+                    })
+                    .collect();
+                println!("{what}: {host} -> {}", targets.join(", "));
+            }
+            Err(e) => {
                 unresolved += 1;
-                println!("{what}: {name}:{port} does not resolve (no answer within 5 s)");
+                println!("{what}: {host} does not resolve ({e})");
             }
         }
     }

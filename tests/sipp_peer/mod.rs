@@ -43,8 +43,13 @@ impl SippUas {
     /// (SIPp's own media port when the list is empty). A SIPp that exits at
     /// once (a port taken after all) is started again on other ports.
     pub fn start(scenario_name: &str, media_ports: &[u16]) -> SippUas {
+        Self::start_with(scenario_name, media_ports, &[])
+    }
+
+    /// [`SippUas::start`] with more SIPp arguments (`["-t", "t1"]`: TCP).
+    pub fn start_with(scenario_name: &str, media_ports: &[u16], args: &[&str]) -> SippUas {
         for _ in 0..5 {
-            let mut sipp = Self::spawn(scenario_name, media_ports);
+            let mut sipp = Self::spawn(scenario_name, media_ports, args);
             std::thread::sleep(Duration::from_millis(150));
             match sipp.child.try_wait() {
                 Ok(None) => return sipp,
@@ -58,7 +63,7 @@ impl SippUas {
         panic!("sipp does not start");
     }
 
-    fn spawn(scenario_name: &str, media_ports: &[u16]) -> SippUas {
+    fn spawn(scenario_name: &str, media_ports: &[u16], args: &[&str]) -> SippUas {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = {
             let probe = UdpSocket::bind("127.0.0.1:0").expect("probe");
@@ -86,6 +91,7 @@ impl SippUas {
             "-trace_err",
             "-trace_msg",
         ])
+        .args(args)
         .current_dir(dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())

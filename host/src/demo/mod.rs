@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::billing::Micros;
 use crate::config::Config;
-use crate::sip::{Provider, Transport};
+use crate::sip::Provider;
 use far_end::FarEnd;
 
 /// A demo provider: name, the tone its far end plays, rates (prefix, price
@@ -80,8 +80,6 @@ impl DemoNetwork {
             .zip(&self.providers)
             .map(|((name, _, _), far)| Provider {
                 name: (*name).to_string(),
-                address: far.address,
-                transport: Transport::Udp,
                 username: None,
                 password: None,
                 keepalive: true,

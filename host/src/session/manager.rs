@@ -37,8 +37,9 @@ pub struct Services {
     pub config: SessionConfig,
     /// The account currency, for BALANCE.
     pub currency: String,
-    /// Provider name → its SIP address, for request URIs.
-    pub providers: HashMap<String, std::net::SocketAddr>,
+    /// Provider name → its SIP address (an IP address or a DNS name), for
+    /// request URIs.
+    pub providers: HashMap<String, crate::sip::HostPort>,
     /// Each provider's channel limit (`max_calls`), where it has one.
     pub max_calls: HashMap<String, u32>,
     /// Counters for metrics.
@@ -133,8 +134,8 @@ impl Services {
             .is_some_and(|max| self.sip.calls_through(name) >= *max)
     }
 
-    pub(super) fn provider_address(&self, name: &str) -> Option<std::net::SocketAddr> {
-        self.providers.get(name).copied()
+    pub(super) fn provider_address(&self, name: &str) -> Option<&crate::sip::HostPort> {
+        self.providers.get(name)
     }
 }
 
@@ -148,7 +149,18 @@ fn sip_leg_rules(
 ) -> super::target::SipLegRules {
     let mut rules = super::target::SipLegRules::new(config.sip_legs, Vec::new(), policy);
     for p in providers {
-        rules.refuse_addr(p.address);
+        for hop in [
+            Some(&p.address),
+            p.outbound_proxy.as_ref(),
+            p.registrar.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            rules
+                .refused
+                .push((hop.host.clone(), hop.port.unwrap_or(5060)));
+        }
     }
     for (_, addr) in sip.local_addrs() {
         rules.refuse_addr(*addr);
@@ -215,7 +227,7 @@ impl SessionManager {
             currency,
             providers: providers
                 .iter()
-                .map(|p| (p.name.clone(), p.address))
+                .map(|p| (p.name.clone(), p.address.clone()))
                 .collect(),
             max_calls: providers
                 .iter()

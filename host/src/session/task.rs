@@ -450,8 +450,8 @@ impl SessionTask {
                 let Some(address) = self.services.provider_address(&c.provider) else {
                     return vec![Input::Failed(key, LegFailure::NoRoute)];
                 };
-                let host = crate::sip::UriHost::Ip(address.ip());
-                let Ok(uri) = crate::sip::TargetUri::phone(number, host, Some(address.port()))
+                let Ok(uri) =
+                    crate::sip::TargetUri::phone(number, address.host.clone(), address.port)
                 else {
                     return vec![Input::Refused(key, Error::NumberRefused(l.leg.clone()))];
                 };

@@ -11,6 +11,8 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
 use super::SipError;
+use super::dns::system::SystemDns;
+use super::dns::{Answer, Query};
 use super::endpoint::{
     CallEvent, CallId, CallRequest, Config, Endpoint, Event, RegistrationState, Stats,
 };
@@ -103,6 +105,10 @@ enum Inbound {
     Message(Transport, SocketAddr, Vec<u8>),
     Connected(SocketAddr, mpsc::UnboundedSender<Vec<u8>>),
     Closed(SocketAddr),
+    /// A TCP connection we opened could not be made.
+    Unreachable(SocketAddr),
+    /// A DNS server's answer to one of the endpoint's queries.
+    Answer(Query, Answer),
 }
 
 /// Handle to the running SIP stack. Cloneable; the stack stops when the last handle is dropped.
@@ -160,6 +166,17 @@ impl SipService {
         }
         let limit = config.max_message_bytes;
         let external = config.external_address.clone();
+        // Without DNS (an unreadable resolv.conf) names fail to resolve,
+        // each with this reason; addresses work as ever.
+        let dns = SystemDns::new(&config.dns).map_err(|e| {
+            tracing::warn!(error = %e, "no DNS resolver: providers and legs named by DNS names will fail");
+            e
+        });
+        if !config.dns.is_empty()
+            && let Err(e) = &dns
+        {
+            return Err(SipError::Resolver(e.clone()));
+        }
         let views = Views::default();
         let endpoint =
             Endpoint::with_rng_seed(config, locals.clone(), Instant::now(), rand::random());
@@ -182,6 +199,7 @@ impl SipService {
         }
         tokio::spawn(run(
             endpoint,
+            dns,
             udp,
             command_rx,
             inbound_tx,
@@ -352,8 +370,10 @@ async fn connection(
     let _ = inbound.send(Inbound::Closed(peer)).await;
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     mut endpoint: Endpoint,
+    dns: Result<SystemDns, String>,
     udp: Vec<Arc<UdpSocket>>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     inbound_tx: mpsc::Sender<Inbound>,
@@ -381,6 +401,25 @@ async fn run(
         };
     };
     loop {
+        // Queries first: a failed one resumes at once and may send.
+        while let Some(query) = endpoint.poll_query() {
+            let inbound = inbound_tx.clone();
+            match &dns {
+                Ok(dns) => {
+                    let dns = dns.clone();
+                    tokio::spawn(async move {
+                        let answer = dns.ask(&query).await;
+                        let _ = inbound.send(Inbound::Answer(query, answer)).await;
+                    });
+                }
+                Err(reason) => {
+                    let answer = Answer::Failed {
+                        reason: reason.clone(),
+                    };
+                    endpoint.handle_answer(Instant::now(), &query, answer);
+                }
+            }
+        }
         while let Some(t) = endpoint.poll_transmit() {
             match t.transport {
                 Transport::Udp => {
@@ -409,7 +448,7 @@ async fn run(
                                 Ok(stream) => connection(stream, peer, inbound, rx, limit).await,
                                 Err(e) => {
                                     tracing::warn!(%peer, error = %e, "SIP TCP connect failed");
-                                    let _ = inbound.send(Inbound::Closed(peer)).await;
+                                    let _ = inbound.send(Inbound::Unreachable(peer)).await;
                                 }
                             }
                         });
@@ -467,6 +506,11 @@ async fn run(
                 Some(Inbound::Message(transport, from, bytes)) => endpoint.handle_input(Instant::now(), transport, from, &bytes),
                 Some(Inbound::Connected(peer, tx)) => { conns.insert(peer, tx); }
                 Some(Inbound::Closed(peer)) => { conns.remove(&peer); }
+                Some(Inbound::Unreachable(peer)) => {
+                    conns.remove(&peer);
+                    endpoint.handle_transport_error(Instant::now(), Transport::Tcp, peer);
+                }
+                Some(Inbound::Answer(query, answer)) => endpoint.handle_answer(Instant::now(), &query, answer),
                 None => return,
             },
             command = commands.recv() => match command {

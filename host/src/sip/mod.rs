@@ -8,6 +8,7 @@
 //! [`CallEvent`] stream, and [`SipService::hangup`].
 
 pub mod digest;
+pub mod dns;
 pub mod driver;
 mod endpoint;
 pub mod message;
@@ -30,7 +31,7 @@ pub use uri::{HostPort, TargetUri, UriError, UriHost, UriTransport};
 #[derive(Debug, thiserror::Error)]
 pub enum SipError {
     /// The target is not a SIP URI we can send to.
-    #[error("cannot call {0:?}: not a SIP URI with an IP address host (or name a provider)")]
+    #[error("cannot call {0:?}: not a SIP URI we can send to")]
     BadTarget(String),
     /// The provider is not in the configuration.
     #[error("unknown provider {0:?}")]
@@ -63,6 +64,10 @@ pub enum SipError {
     /// The provider has as many calls up as its `max_calls`.
     #[error("provider {0:?} is at its channel limit (max_calls)")]
     TrunkFull(String),
+    /// The DNS resolver could not be set up (`[sip] dns`, or the system's
+    /// configuration).
+    #[error("DNS: {0}")]
+    Resolver(String),
     /// The SIP task has stopped.
     #[error("the SIP service has stopped")]
     Stopped,

@@ -98,6 +98,26 @@ impl HostPort {
     }
 }
 
+impl From<SocketAddr> for HostPort {
+    fn from(addr: SocketAddr) -> HostPort {
+        HostPort {
+            host: UriHost::Ip(addr.ip()),
+            port: Some(addr.port()),
+        }
+    }
+}
+
+impl HostPort {
+    /// The socket address, when the host is an IP address (port 5060 if
+    /// none is given).
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        match self.host {
+            UriHost::Ip(ip) => Some(SocketAddr::new(ip, self.port.unwrap_or(5060))),
+            UriHost::Name(_) => None,
+        }
+    }
+}
+
 impl fmt::Display for HostPort {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.host)?;

@@ -26,8 +26,13 @@ pub(super) struct Call {
     pub(super) remote_uri: String,
     /// The Request-URI of the INVITE.
     pub(super) target: String,
-    /// Where the INVITE goes (the provider, or the target's own host).
+    /// Where the INVITE goes (the provider, or the target's own host);
+    /// not yet known while the call is [`CallState::Locating`].
     pub(super) dest: Dest,
+    /// The targets left to try after `dest` when it fails (RFC 3263 §4.3).
+    pub(super) alternates: Vec<Dest>,
+    /// The user part of our From URI.
+    pub(super) from_user: String,
     /// The provider's index in the configuration, if it goes through one.
     pub(super) provider: Option<usize>,
     /// Our last CSeq number.
@@ -58,6 +63,8 @@ pub(super) struct Call {
 /// Where a call is in its life.
 #[derive(Debug)]
 pub(super) enum CallState {
+    /// Its destination is a DNS name being located; nothing is sent yet.
+    Locating,
     /// Our INVITE is out and no final answer has come.
     Inviting(Inviting),
     /// A 2xx came and was ACKed: the dialog is up.

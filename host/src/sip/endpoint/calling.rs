@@ -2,14 +2,16 @@
 //! hanging up (CANCEL before answer, BYE after), the responses to our
 //! INVITE, and the call's own timers (ring timeout, giving up a CANCEL).
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::super::SipError;
 use super::super::digest::Challenge;
 use super::super::message::{Message, NameAddr, SipUri, StartLine, Transport, split_list};
 use super::super::sdp::AudioSdp;
-use super::build::{cancel_for, uri_dest};
+use super::super::{HostPort, SipError};
+use super::build::cancel_for;
 use super::call::{Call, CallState, Cancelling, Confirmed, Inviting};
+use super::locate::{Targets, Waiter};
 use super::timer::Timer;
 use super::transactions::{ClientKey, Purpose};
 use super::types::{CallEvent, CallId, CallRequest, Party};
@@ -26,7 +28,7 @@ impl Endpoint {
         mut request: CallRequest,
     ) -> Result<CallId, SipError> {
         let mut profile = None;
-        let dest = match &request.provider {
+        let (hop, transport) = match &request.provider {
             Some(name) => {
                 let i = self
                     .config
@@ -59,46 +61,56 @@ impl Endpoint {
                     request.offer.keep_codecs(&p.codecs);
                 }
                 profile = Some(i);
-                Dest {
-                    transport: p.transport,
-                    addr: p.outbound_proxy.unwrap_or(p.address),
-                }
+                (p.next_hop().clone(), p.transport)
             }
             None => {
                 let target = request.target.to_string();
                 let uri =
                     SipUri::parse(&target).map_err(|_| SipError::BadTarget(target.clone()))?;
-                uri_dest(&uri, Transport::Udp).ok_or(SipError::BadTarget(target))?
+                let host = HostPort {
+                    host: request.target.host().clone(),
+                    port: request.target.port(),
+                };
+                (host, uri.transport())
             }
         };
         let target = request.target.to_string();
         let provider = profile;
-        let local = self
-            .local(dest.transport, dest.addr)
-            .ok_or(SipError::NoListener(dest.transport))?;
         let id = CallId(self.next_call);
         self.next_call += 1;
         let trunk = provider.and_then(|i| self.config.providers.get(i));
-        let user = trunk
+        let from_user = trunk
             .and_then(|p| p.from_user.clone())
             .or_else(|| request.caller.clone())
             .unwrap_or_else(|| self.config.user.clone());
         let local_display = trunk.and_then(|p| p.display_name.clone());
         let asserted = trunk.and_then(|p| p.asserted_identity.clone());
         let initial_route = trunk
-            .and_then(|p| p.outbound_proxy)
-            .map(|proxy| format!("<sip:{};lr>", Self::host_port(proxy)));
+            .and_then(|p| p.outbound_proxy.as_ref())
+            .map(|proxy| format!("<sip:{proxy};lr>"));
+        // A placeholder until the destination is located.
+        let unknown = Dest {
+            transport: transport.unwrap_or(Transport::Udp),
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        };
+        let call_host = self
+            .locals
+            .first()
+            .map(|(_, a)| self.advertised_host(*a))
+            .unwrap_or_default();
         let call = Call {
-            call_id: format!("{}@{}", self.token(), self.advertised_host(local)),
+            call_id: format!("{}@{call_host}", self.token()),
             local_tag: self.token(),
             remote_tag: None,
-            local_uri: format!("sip:{user}@{}", self.advertised(local)),
+            local_uri: String::new(),
+            from_user,
             local_display,
             asserted,
             initial_route,
             remote_uri: target.clone(),
             target,
-            dest,
+            dest: unknown,
+            alternates: Vec::new(),
             provider,
             cseq: 0,
             invite_key: None,
@@ -112,16 +124,125 @@ impl Endpoint {
             auth_header: None,
             ack: None,
             remote_cseq: None,
-            state: CallState::Inviting(Inviting::default()),
+            state: CallState::Locating,
         };
+        let Some(targets) = self.locate(now, &hop, transport, Waiter::Call(id)) else {
+            // Located later: `begin_inviting` runs when the lookup ends.
+            self.by_call_id.insert(call.call_id.clone(), id);
+            self.calls.insert(id, call);
+            if let Some(ring) = request.ring_timeout {
+                self.timers.set(Timer::Ring(id), now + ring.min(MAX_RING));
+            }
+            self.stats.calls_placed += 1;
+            return Ok(id);
+        };
+        // Known at once: an IP address, or a name in the cache. A
+        // destination we have no listener for is refused here, as before.
+        if let Ok(dests) = &targets
+            && let Some(first) = dests.first()
+            && dests
+                .iter()
+                .all(|d| self.local(d.transport, d.addr).is_none())
+        {
+            return Err(SipError::NoListener(first.transport));
+        }
         self.by_call_id.insert(call.call_id.clone(), id);
+        self.calls.insert(id, call);
         if let Some(ring) = request.ring_timeout {
             self.timers.set(Timer::Ring(id), now + ring.min(MAX_RING));
         }
-        self.calls.insert(id, call);
         self.stats.calls_placed += 1;
-        self.send_invite(now, id);
+        if let Err(reason) = self.begin_inviting(now, id, targets) {
+            self.finish(
+                id,
+                CallEvent::Failed {
+                    status: 503,
+                    reason,
+                },
+            );
+        }
         Ok(id)
+    }
+
+    /// The call's destination is known: the first target we have a
+    /// listener for gets the INVITE, the rest wait as alternates.
+    pub(super) fn begin_inviting(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        targets: Targets,
+    ) -> Result<(), String> {
+        let targets = targets.map_err(|e| e.to_string())?;
+        let mut usable: Vec<Dest> = targets
+            .iter()
+            .copied()
+            .filter(|d| self.local(d.transport, d.addr).is_some())
+            .collect();
+        if usable.is_empty() {
+            let transport = targets.first().map_or(Transport::Udp, |d| d.transport);
+            return Err(SipError::NoListener(transport).to_string());
+        }
+        let first = usable.remove(0);
+        let local = self
+            .local(first.transport, first.addr)
+            .ok_or_else(|| SipError::NoListener(first.transport).to_string())?;
+        let local_uri = self.advertised(local);
+        let Some(call) = self.calls.get_mut(&id) else {
+            return Ok(());
+        };
+        call.local_uri = format!("sip:{}@{local_uri}", call.from_user);
+        call.dest = first;
+        call.alternates = usable;
+        call.state = CallState::Inviting(Inviting::default());
+        self.send_invite(now, id);
+        Ok(())
+    }
+
+    /// The INVITE to the call's current target failed with 503, a
+    /// timeout, a transport error or no answer at all (`why`): send it to
+    /// the next target, if one is left and the call is not being
+    /// cancelled (RFC 3263 §4.3). Whether it did.
+    pub(super) fn fail_over(&mut self, now: Instant, id: CallId, why: &str) -> bool {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return false;
+        };
+        let CallState::Inviting(inviting) = &mut call.state else {
+            return false;
+        };
+        if inviting.cancel.is_some() || call.alternates.is_empty() {
+            return false;
+        }
+        let next = call.alternates.remove(0);
+        tracing::info!(call = id.0, from = %call.dest.addr, to = %next.addr, %why,
+            "trying the next server");
+        *inviting = Inviting::default();
+        call.dest = next;
+        call.auth_tries = 0;
+        call.auth_header = None;
+        self.timers.stop(&Timer::Failover(id));
+        self.send_invite(now, id);
+        true
+    }
+
+    /// `[sip] failover_secs` passed with no answer at all from the call's
+    /// target: move on to the next.
+    pub(super) fn failover_due(&mut self, now: Instant, id: CallId) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let silent =
+            matches!(&call.state, CallState::Inviting(i) if !i.provisional && i.cancel.is_none());
+        if !silent || call.alternates.is_empty() {
+            return;
+        }
+        // The silent server's transaction is abandoned: nothing came from
+        // it to answer or ACK.
+        if let Some(key) = call.invite_key.take() {
+            self.clients.remove(&key);
+            self.timers.stop(&Timer::Client(key));
+        }
+        let secs = self.config.failover_secs;
+        self.fail_over(now, id, &format!("no answer in {secs} s"));
     }
 
     fn send_invite(&mut self, now: Instant, id: CallId) {
@@ -143,6 +264,10 @@ impl Endpoint {
         let key = ClientKey::new(&branch, rsip::Method::Invite);
         call.invite_key = Some(key.clone());
         let dest = call.dest;
+        if !call.alternates.is_empty() {
+            let wait = Duration::from_secs(self.config.failover_secs.max(1));
+            self.timers.set(Timer::Failover(id), now + wait);
+        }
         self.start_client(now, key, bytes, dest, Some(id), Purpose::Invite);
     }
 
@@ -152,6 +277,13 @@ impl Endpoint {
             return;
         };
         match call.state {
+            CallState::Locating => {
+                let outcome = CallEvent::Ended {
+                    by: Party::Local,
+                    reason: "cancelled before answer".into(),
+                };
+                self.finish(id, outcome);
+            }
             CallState::Inviting(_) => {
                 let outcome = CallEvent::Ended {
                     by: Party::Local,
@@ -251,6 +383,7 @@ impl Endpoint {
             Timer::Ring(id),
             Timer::CancelGiveUp(id),
             Timer::Answer2xx(id),
+            Timer::Failover(id),
         ] {
             self.timers.stop(&timer);
         }
@@ -281,14 +414,18 @@ impl Endpoint {
         let Some(call) = self.calls.get(&id) else {
             return;
         };
-        if !matches!(call.state, CallState::Inviting(_)) {
-            return;
-        }
         let secs = call.ring_timeout.as_secs_f32();
         let outcome = CallEvent::Failed {
             status: 408,
             reason: format!("No answer within {secs} s"),
         };
+        if matches!(call.state, CallState::Locating) {
+            self.finish(id, outcome);
+            return;
+        }
+        if !matches!(call.state, CallState::Inviting(_)) {
+            return;
+        }
         self.cancel(now, id, outcome);
     }
 
@@ -320,6 +457,16 @@ impl Endpoint {
         status: u16,
         response: Message,
     ) {
+        self.timers.stop(&Timer::Failover(id));
+        if status == 503 {
+            let reason = match &response.start {
+                StartLine::Response { reason, .. } => reason.clone(),
+                StartLine::Request { .. } => String::new(),
+            };
+            if self.fail_over(now, id, &format!("503 {reason}")) {
+                return;
+            }
+        }
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };

@@ -13,11 +13,14 @@ use super::super::{HostPort, SipError, UriHost};
 pub struct Provider {
     /// Name used by routing and in replies (e.g. `PROXICOM`).
     pub name: String,
-    /// Where its SIP service listens.
-    pub address: SocketAddr,
-    /// Transport to reach it.
-    #[serde(default = "udp")]
-    pub transport: Transport,
+    /// Where its SIP service listens: an IP address, or a DNS name located
+    /// by RFC 3263 (NAPTR, SRV, A/AAAA; with a port, A/AAAA only), with an
+    /// optional port (`sip.carrier.example`, `192.0.2.10:5060`).
+    pub address: HostPort,
+    /// Transport to reach it; unset: what DNS says (NAPTR, then SRV), UDP
+    /// for an IP address or a name without NAPTR and SRV records.
+    #[serde(default)]
+    pub transport: Option<Transport>,
     /// Digest username, if it challenges.
     #[serde(default)]
     pub username: Option<String>,
@@ -49,7 +52,7 @@ pub struct Provider {
     /// A proxy every request to it goes through first, named in a loose
     /// `Route` (FreeSWITCH `proxy`, Asterisk `outbound_proxy`).
     #[serde(default)]
-    pub outbound_proxy: Option<SocketAddr>,
+    pub outbound_proxy: Option<HostPort>,
     /// The most calls at once through it (its channel limit). A trunk at
     /// its limit is not offered to the router. None: no limit.
     #[serde(default)]
@@ -63,9 +66,10 @@ pub struct Provider {
     /// as down.
     #[serde(default)]
     pub register: bool,
-    /// Where to register; default: its `address`.
+    /// Where to register (an address or a DNS name, as `address`);
+    /// default: its `address`.
     #[serde(default)]
-    pub registrar: Option<SocketAddr>,
+    pub registrar: Option<HostPort>,
     /// The registration lifetime asked for, in seconds (the registrar may
     /// grant less, or ask for more with 423).
     #[serde(default = "default_expires")]
@@ -90,10 +94,16 @@ impl Provider {
     /// A provider `name` at `address` over UDP, with keepalives on and
     /// everything else unset (no credentials, no trunk profile).
     pub fn new(name: &str, address: SocketAddr) -> Provider {
+        Provider::named(name, HostPort::from(address))
+    }
+
+    /// A provider `name` at `address` (a name or an address), over the
+    /// transport DNS picks, otherwise as [`Provider::new`].
+    pub fn named(name: &str, address: HostPort) -> Provider {
         Provider {
             name: name.to_string(),
             address,
-            transport: Transport::Udp,
+            transport: None,
             username: None,
             password: None,
             keepalive: true,
@@ -112,6 +122,17 @@ impl Provider {
             realm: None,
             contact_user: None,
         }
+    }
+
+    /// Where its registrations go: `registrar`, else `address`.
+    pub fn registrar(&self) -> &HostPort {
+        self.registrar.as_ref().unwrap_or(&self.address)
+    }
+
+    /// Where requests outside a dialog go first: `outbound_proxy`, else
+    /// `address`.
+    pub fn next_hop(&self) -> &HostPort {
+        self.outbound_proxy.as_ref().unwrap_or(&self.address)
     }
 
     /// The user it registers as (and answers challenges for), if any.
@@ -174,9 +195,6 @@ impl NumberFormat {
     }
 }
 
-fn udp() -> Transport {
-    Transport::Udp
-}
 fn yes() -> bool {
     true
 }
@@ -207,6 +225,14 @@ pub struct Config {
     pub options_interval_secs: u64,
     /// The trunks.
     pub providers: Vec<Provider>,
+    /// DNS servers for provider and leg names (`["127.0.0.1:5353"]`);
+    /// empty: the system's (`/etc/resolv.conf`).
+    pub dns: Vec<SocketAddr>,
+    /// When a name leads to several servers (SRV, several addresses), how
+    /// long an INVITE waits for any answer from one before trying the
+    /// next (RFC 3263 §4.3). A server that answers 503, cannot be
+    /// connected to or lets the transaction time out is left at once.
+    pub failover_secs: u64,
 }
 
 impl Default for Config {
@@ -221,6 +247,8 @@ impl Default for Config {
             user_agent: concat!("Switchboard/", env!("CARGO_PKG_VERSION")).into(),
             options_interval_secs: 30,
             providers: Vec::new(),
+            dns: Vec::new(),
+            failover_secs: 4,
         }
     }
 }

@@ -3,10 +3,11 @@
 
 use std::time::{Duration, Instant};
 
+use super::Endpoint;
+use super::locate::{Targets, Waiter};
 use super::timer::Timer;
 use super::transactions::{ClientKey, Purpose};
 use super::types::Event;
-use super::{Dest, Endpoint};
 
 impl Endpoint {
     /// Pings provider `i` and arms its next ping.
@@ -32,14 +33,38 @@ impl Endpoint {
         let Some(p) = self.config.providers.get(i) else {
             return;
         };
-        let dest = Dest {
-            transport: p.transport,
-            addr: p.address,
+        let (address, transport) = (p.address.clone(), p.transport);
+        if let Some(targets) = self.locate(now, &address, transport, Waiter::Ping(i)) {
+            self.ping_located(now, i, targets);
+        }
+    }
+
+    /// The provider's address is known: the OPTIONS goes to its first
+    /// target. A name that cannot be located counts as down.
+    pub(super) fn ping_located(&mut self, now: Instant, i: usize, targets: Targets) {
+        let dest = match targets {
+            Ok(dests) => dests
+                .iter()
+                .copied()
+                .find(|d| self.local(d.transport, d.addr).is_some()),
+            Err(e) => {
+                if let Some(p) = self.config.providers.get(i) {
+                    tracing::warn!(provider = %p.name, error = %e, "provider not located");
+                }
+                None
+            }
+        };
+        let Some(dest) = dest else {
+            self.provider_result(now, i, false);
+            return;
+        };
+        let Some(p) = self.config.providers.get(i) else {
+            return;
         };
         let Some(local) = self.local(dest.transport, dest.addr) else {
             return;
         };
-        let host = Self::host_port(p.address);
+        let host = p.address.to_string();
         let (branch, tag, call_id) = (self.branch(), self.token(), self.token());
         let text = format!(
             "OPTIONS sip:{host} SIP/2.0\r\nVia: SIP/2.0/{} {};branch={branch};rport\r\nMax-Forwards: 70\r\n\

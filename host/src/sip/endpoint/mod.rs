@@ -12,7 +12,8 @@
 //! `calling` is the calling side (INVITE, CANCEL, BYE, challenges),
 //! `answering` the side that answers requests (in-dialog requests,
 //! re-INVITE, ACK), `transactions` the glue to the RFC 3261 §17
-//! transactions, `health` the OPTIONS pings, `build` the message text, and
+//! transactions, `health` the OPTIONS pings, `locate` the DNS lookups of names and
+//! failover across their targets, `build` the message text, and
 //! `call` and `timer` a call's states and the typed timer table.
 
 mod answering;
@@ -21,6 +22,7 @@ mod call;
 mod calling;
 mod config;
 mod health;
+mod locate;
 mod registration;
 mod timer;
 mod transactions;
@@ -33,6 +35,7 @@ use std::time::Instant;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::dns::{Locator, LookupId};
 use super::message::{self, Transport};
 
 use call::Call;
@@ -77,6 +80,10 @@ pub struct Endpoint {
     rng: StdRng,
     /// Each provider's registration, where it registers.
     registrations: Vec<Option<Registration>>,
+    /// Locates DNS names (RFC 3263).
+    locator: Locator,
+    /// What waits for each lookup.
+    waiting: HashMap<LookupId, Vec<locate::Waiter>>,
 }
 
 impl Endpoint {
@@ -104,7 +111,20 @@ impl Endpoint {
                 in_flight: false,
             })
             .collect();
+        let mut transports: Vec<Transport> = Vec::new();
+        for (t, _) in &locals {
+            if !transports.contains(t) {
+                transports.push(*t);
+            }
+        }
+        transports.sort_by_key(|t| *t != Transport::Udp);
+        let ipv4 = locals.iter().any(|(_, a)| a.is_ipv4());
+        let ipv6 = locals.iter().any(|(_, a)| a.is_ipv6());
+        let mut dns_seed = seed;
+        dns_seed[0] ^= 0x5a;
         let mut endpoint = Endpoint {
+            locator: Locator::new(transports, ipv4, ipv6, dns_seed),
+            waiting: HashMap::new(),
             config,
             locals,
             next_call: 1,
@@ -165,11 +185,15 @@ impl Endpoint {
 
     /// When [`Self::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next()
+        match (self.timers.next(), self.locator.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Runs every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.locator_timeout(now);
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
                 Timer::Client(key) => self.client_timeout(now, key),
@@ -177,6 +201,7 @@ impl Endpoint {
                 Timer::Ring(id) => self.ring_timeout(now, id),
                 Timer::CancelGiveUp(id) => self.cancel_give_up(id),
                 Timer::Answer2xx(id) => self.answer_timeout(now, id),
+                Timer::Failover(id) => self.failover_due(now, id),
                 Timer::Ping(i) => self.ping(now, i),
                 Timer::Register(i) => self.registration_due(now, i),
             }
@@ -258,5 +283,7 @@ impl Endpoint {
     }
 }
 
+#[cfg(test)]
+mod locate_tests;
 #[cfg(test)]
 mod tests;

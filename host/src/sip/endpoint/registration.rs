@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::super::digest::Challenge;
 use super::super::message::{Message, StartLine, Transport};
+use super::locate::{Targets, Waiter};
 use super::timer::Timer;
 use super::transactions::{ClientKey, Purpose};
 use super::types::Event;
@@ -157,16 +158,30 @@ impl Endpoint {
     }
 
     fn send_register(&mut self, now: Instant, i: usize) {
-        let branch = self.branch();
         let Some(p) = self.config.providers.get(i) else {
             return;
         };
-        let registrar = p.registrar.unwrap_or(p.address);
-        let dest = Dest {
-            transport: p.transport,
-            addr: registrar,
+        let (registrar, transport) = (p.registrar().clone(), p.transport);
+        if let Some(targets) = self.locate(now, &registrar, transport, Waiter::Register(i)) {
+            self.registrar_located(now, i, targets);
+        }
+    }
+
+    /// The registrar's address is known (or could not be found): the
+    /// REGISTER goes to the first target we have a listener for.
+    pub(super) fn registrar_located(&mut self, now: Instant, i: usize, targets: Targets) {
+        let dests = match targets {
+            Ok(dests) => dests,
+            Err(e) => {
+                self.registration_failed(now, i, e.to_string());
+                return;
+            }
         };
-        let Some(local) = self.local(dest.transport, dest.addr) else {
+        let Some(dest) = dests
+            .iter()
+            .copied()
+            .find(|d| self.local(d.transport, d.addr).is_some())
+        else {
             self.registration_failed(
                 now,
                 i,
@@ -174,9 +189,21 @@ impl Endpoint {
             );
             return;
         };
+        self.send_register_to(now, i, dest);
+    }
+
+    fn send_register_to(&mut self, now: Instant, i: usize, dest: Dest) {
+        let branch = self.branch();
+        let Some(p) = self.config.providers.get(i) else {
+            return;
+        };
+        let Some(local) = self.local(dest.transport, dest.addr) else {
+            return;
+        };
+        let registrar = p.registrar().clone();
         let account = p.account().unwrap_or(&self.config.user).to_string();
         let contact_user = p.contact_user.clone().unwrap_or_else(|| account.clone());
-        let host = super::super::UriHost::Ip(registrar.ip()).to_string();
+        let host = registrar.host.to_string();
         let suffix = if dest.transport == Transport::Tcp {
             ";transport=tcp"
         } else {
@@ -190,14 +217,10 @@ impl Endpoint {
         r.cseq += 1;
         let expires = if r.removing { 0 } else { r.expires };
         let mut text = format!(
-            "REGISTER sip:{} SIP/2.0\r\nVia: SIP/2.0/{} {via};branch={branch};rport\r\nMax-Forwards: 70\r\n\
+            "REGISTER sip:{registrar} SIP/2.0\r\nVia: SIP/2.0/{} {via};branch={branch};rport\r\nMax-Forwards: 70\r\n\
              From: <sip:{account}@{host}>;tag={}\r\nTo: <sip:{account}@{host}>\r\nCall-ID: {}\r\n\
              CSeq: {} REGISTER\r\nContact: {contact}\r\nExpires: {expires}\r\n",
-            Self::host_port(registrar),
-            dest.transport,
-            r.tag,
-            r.call_id,
-            r.cseq,
+            dest.transport, r.tag, r.call_id, r.cseq,
         );
         if let Some((name, value)) = &r.auth {
             text.push_str(&format!("{name}: {value}\r\n"));
@@ -313,6 +336,20 @@ impl Endpoint {
         }
     }
 
+    /// Provider `i`'s REGISTER could not be sent (`why`: the connection
+    /// failed).
+    pub(super) fn registration_transport_failed(&mut self, now: Instant, i: usize, why: String) {
+        if let Some(Some(r)) = self.registrations.get_mut(i)
+            && r.removing
+        {
+            r.removing = false;
+            r.state = RegistrationState::Unregistered;
+            self.emit_registration(i);
+            return;
+        }
+        self.registration_failed(now, i, why);
+    }
+
     /// Provider `i`'s REGISTER got no final answer in time.
     pub(super) fn registration_timed_out(&mut self, now: Instant, i: usize) {
         if let Some(Some(r)) = self.registrations.get_mut(i)
@@ -365,7 +402,7 @@ impl Endpoint {
                 r.challenges
             ));
         }
-        let uri = format!("sip:{}", Self::host_port(p.registrar.unwrap_or(p.address)));
+        let uri = format!("sip:{}", p.registrar());
         let answer = challenge.answer(user, pass, "REGISTER", &uri, 1, cnonce);
         Ok((answer_name.to_string(), answer))
     }

@@ -295,8 +295,8 @@ fn timer_b_fails_an_unanswered_invite_after_32_seconds() {
 fn proxy_challenge_is_answered_once_with_the_providers_credentials() {
     let provider = Provider {
         name: "TRUNK".into(),
-        address: far(),
-        transport: Transport::Udp,
+        address: far().into(),
+        transport: Some(Transport::Udp),
         username: Some("alice".into()),
         password: Some("secret".into()),
         keepalive: false,
@@ -586,8 +586,8 @@ fn no_common_codec_ends_the_call_with_a_clear_reason() {
 fn options_mark_providers_up_and_down() {
     let provider = Provider {
         name: "TRUNK".into(),
-        address: far(),
-        transport: Transport::Udp,
+        address: far().into(),
+        transport: Some(Transport::Udp),
         username: None,
         password: None,
         keepalive: true,
@@ -666,8 +666,8 @@ fn tcp_calls_use_tcp_and_no_retransmission_timers() {
     let local = SocketAddr::from(([127, 0, 0, 1], T0_PORT));
     let provider = Provider {
         name: "TCP".into(),
-        address: far(),
-        transport: Transport::Tcp,
+        address: far().into(),
+        transport: Some(Transport::Tcp),
         username: None,
         password: None,
         keepalive: false,
@@ -729,7 +729,7 @@ fn a_trunk_profile_shapes_the_invite() {
             strip: 2,
             prefix: "0".into(),
         },
-        outbound_proxy: Some(proxy),
+        outbound_proxy: Some(proxy.into()),
         max_calls: Some(1),
         codecs: vec![Codec::Pcma],
         ..Provider::new("TRUNK", far())

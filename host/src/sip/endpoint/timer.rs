@@ -26,6 +26,9 @@ pub(super) enum Timer {
     /// Retransmit our 2xx to a re-INVITE until its ACK, or give up
     /// (§13.3.1.4).
     Answer2xx(CallId),
+    /// No answer at all to the INVITE from this target while another is
+    /// left: try the next (RFC 3263 §4.3, `[sip] failover_secs`).
+    Failover(CallId),
     /// The next OPTIONS ping to a provider (its index in the configuration).
     Ping(usize),
     /// A provider's next REGISTER: the first, a refresh, or a retry.

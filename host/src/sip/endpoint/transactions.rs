@@ -230,6 +230,9 @@ impl Endpoint {
         match purpose {
             Purpose::Invite => {
                 if let Some(id) = call {
+                    if self.fail_over(now, id, "no response to INVITE") {
+                        return;
+                    }
                     let outcome = self
                         .calls
                         .get_mut(&id)
