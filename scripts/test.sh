@@ -41,15 +41,14 @@ fi
 # configuration it writes; a system one started by the package is not needed.
 kamailio -v | head -1
 
-step "test peers: dnsmasq (Debian package dnsmasq) as the DNS server of tests/sip_dns.rs"
+step "test peers: dnsmasq (Debian package dnsmasq-base: the server without its system service) as the DNS server of tests/sip_dns.rs"
 if ! command -v dnsmasq >/dev/null 2>&1; then
     if [ "$(id -u)" -eq 0 ]; then as_root=(); else as_root=(sudo); fi
     "${as_root[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq dnsmasq >/dev/null
+    DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq dnsmasq-base >/dev/null
 fi
 # The tests start their own dnsmasq on a free loopback port, answering only
-# for the test domain and forwarding nothing; a system one is not needed
-# (the package may start one on port 53: it is left alone).
+# for the test domain and forwarding nothing; no system one is installed.
 dnsmasq --version | head -1
 
 step "test peers: Prosody (XMPP server) and slixmpp (XMPP client, Debian python3-slixmpp)"

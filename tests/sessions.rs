@@ -10,6 +10,7 @@
 //! directly.
 
 mod common;
+mod dnsmasq_peer;
 mod kamailio_peer;
 mod rtp_peer;
 mod sipp_peer;
@@ -46,7 +47,8 @@ struct Provider<'a> {
     profile: &'a str,
     /// Where its SIP service is, when not at the far end itself (a
     /// carrier's proxy in front of it).
-    via: Option<std::net::SocketAddr>,
+    /// (An address or a DNS name.)
+    via: Option<String>,
 }
 
 impl<'a> Provider<'a> {
@@ -106,7 +108,7 @@ fn write_config(
         toml.push_str(&format!(
             "\n[[sip.providers]]\nname = \"{}\"\naddress = \"{}\"\nkeepalive = false\nrates = \"{}\"\n",
             p.name,
-            p.via.unwrap_or(p.far_end.addr),
+            p.via.clone().unwrap_or(p.far_end.addr.to_string()),
             sheet.display()
         ));
         if let Some((user, pass)) = p.credentials {
@@ -1471,14 +1473,31 @@ async fn callback_through_a_registered_trunk() {
     let them = TonePeer::start(Law::Ulaw, 560.0);
     let phone_network = SippUas::start("trunk_answer.xml", &[you.port, them.port]);
     let carrier = kamailio_peer::Kamailio::start(phone_network.addr);
-    let mut host = Host::start(
-        &[Provider {
-            credentials: Some((kamailio_peer::ACCOUNT, kamailio_peer::PASSWORD)),
-            profile: "register = true\nexpires = 60",
-            via: Some(carrier.addr),
-            ..Provider::new("CARRIER", &phone_network, &[("44", "0.01")])
-        }],
+    // The trunk is known by its DNS name only: dnsmasq on loopback serves
+    // its SRV record (`[sip] dns`), which leads to Kamailio.
+    let dns = dnsmasq_peer::Dnsmasq::start(&[
+        format!(
+            "--srv-host=_sip._udp.trunk.test,sbc.trunk.test,{},10,10",
+            carrier.addr.port()
+        ),
+        "--host-record=sbc.trunk.test,127.0.0.1".into(),
+    ]);
+    let nowhere = SippUas::start("fail503.xml", &[]);
+    let mut host = Host::start_with(
+        &[
+            Provider {
+                credentials: Some((kamailio_peer::ACCOUNT, kamailio_peer::PASSWORD)),
+                profile: "register = true\nexpires = 60",
+                via: Some("trunk.test".into()),
+                ..Provider::new("CARRIER", &phone_network, &[("44", "0.01")])
+            },
+            Provider {
+                via: Some("gone.test".into()),
+                ..Provider::new("NOWHERE", &nowhere, &[("33", "0.01")])
+            },
+        ],
         &[],
+        &format!("dns = [\"{}\"]", dns.addr),
         "",
     )
     .await;
@@ -1493,14 +1512,28 @@ async fn callback_through_a_registered_trunk() {
     {
         assert!(
             Instant::now() < deadline,
-            "not registered: {}",
-            carrier.log()
+            "not registered: {:?}\n{}\n{}",
+            host.service.sip.registrations(),
+            carrier.log(),
+            dns.log()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let u = "trunk-user@example.com";
     host.credit(u, "5").await;
     let mut chat = host.chat();
+    // A trunk whose name does not resolve: the user is told why.
+    chat.say(u, "CALLBACK +33100000001 +442079876543");
+    chat.expect(
+        u,
+        &[
+            "Calling source: phone:33100000001, cost = 0.01 via NOWHERE",
+            "Calling source phone:33100000001 failed: 503 gone.test: no such domain (NXDOMAIN).",
+        ],
+    )
+    .await;
+    let ended = chat.next(u).await;
+    assert!(ended.ends_with("Reason = SourceFailed"), "{ended}");
     chat.say(u, "CALLBACK +442071234567 +442079876543");
     chat.expect(
         u,
@@ -1518,15 +1551,20 @@ async fn callback_through_a_registered_trunk() {
     assert!(ended.ends_with("Reason = EndedByHangup"), "{ended}");
     let secs = charged_secs(&ended);
     assert_billed(&host, u, Micros(5_000_000), secs).await;
-    let at = carrier.addr;
     assert_eq!(
         phone_network.invites(),
         [
-            format!("INVITE sip:+442071234567@{at} SIP/2.0"),
-            format!("INVITE sip:+442079876543@{at} SIP/2.0"),
+            "INVITE sip:+442071234567@trunk.test SIP/2.0",
+            "INVITE sip:+442079876543@trunk.test SIP/2.0",
         ],
-        "both legs crossed the carrier"
+        "both legs crossed the carrier, addressed to its name"
     );
+    assert!(
+        dns.log().contains("query[SRV] _sip._udp.trunk.test"),
+        "{}",
+        dns.log()
+    );
+    assert!(nowhere.invites().is_empty());
     let bindings = carrier.kamcmd(&["ul.dump"]);
     assert!(bindings.contains(kamailio_peer::ACCOUNT), "{bindings}");
     assert!(
