@@ -10,6 +10,12 @@
 //! number of calls in flight, as fast as both sides go. Prints calls per
 //! second, failed calls and setup latency (INVITE sent to 200 received).
 //!
+//! Phase 2 runs the same load through three providers in the same run, in
+//! interleaved rounds: one addressed by IP, one by a DNS name (dnsmasq on
+//! loopback serves its SRV and A records; the cache is warm after the
+//! warm-up, as in service), and one that registers first (a second SIPp
+//! as its registrar). Each prints its own calls per second.
+//!
 //! Run with `cargo bench -p switchboard --bench sip_calls` (add `-- --quick`
 //! for a short smoke run; the test script does that). Both processes share
 //! this machine's two cores, so the figure is for Switchboard and SIPp together.
@@ -22,7 +28,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchboard::sip::TargetUri;
 
-use switchboard::sip::{AudioSdp, CallEvent, CallRequest, Config, SipService, Timers};
+use switchboard::sip::{
+    AudioSdp, CallEvent, CallRequest, Config, HostPort, Provider, SipService, Timers,
+};
 use tokio::sync::Semaphore;
 
 struct Sipp(Child);
@@ -34,14 +42,25 @@ impl Drop for Sipp {
     }
 }
 
-fn start_sipp() -> (Sipp, u16) {
-    let port = UdpSocket::bind("127.0.0.1:0")
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
         .map(|a| a.port())
-        .unwrap_or(5099);
+        .unwrap_or(5099)
+}
+
+fn start_sipp() -> (Sipp, u16) {
+    start_sipp_with("sip_uas.xml")
+}
+
+fn start_sipp_with(scenario: &str) -> (Sipp, u16) {
+    let port = free_port();
     let child = Command::new("sipp")
         .arg("-sf")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/sip_uas.xml"))
+        .arg(format!(
+            "{}/../bench/{scenario}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
         .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-nostdin"])
         // Read many datagrams per loop, big socket buffers, and no cap on open
         // calls: SIPp silently ignores an INVITE it dropped once (it keeps dead
@@ -63,6 +82,49 @@ fn start_sipp() -> (Sipp, u16) {
     (Sipp(child), port)
 }
 
+/// dnsmasq on loopback serving `uas.bench.test`: an SRV record to
+/// `edge.bench.test` at `port`, and its A record, valid for an hour.
+fn start_dnsmasq(port: u16) -> (Sipp, std::net::SocketAddr) {
+    let dns_port = free_port();
+    let child = Command::new("dnsmasq")
+        .args([
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--no-poll",
+            "--conf-file=/dev/null",
+            "--pid-file=",
+            "--user=root",
+            "--group=root",
+            "--bind-interfaces",
+            "--listen-address=127.0.0.1",
+            "--local=/test/",
+            "--local-ttl=3600",
+        ])
+        .arg(format!("--port={dns_port}"))
+        .arg(format!(
+            "--srv-host=_sip._udp.uas.bench.test,edge.bench.test,{port},10,10"
+        ))
+        .arg("--host-record=edge.bench.test,127.0.0.1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start dnsmasq ({e}); install the dnsmasq-base package"));
+    std::thread::sleep(Duration::from_millis(300));
+    (
+        Sipp(child),
+        std::net::SocketAddr::from(([127, 0, 0, 1], dns_port)),
+    )
+}
+
+/// The three providers of phase 2, in the order their figures print.
+const VARIANTS: [(&str, &str); 3] = [
+    ("IP", "addressed by IP"),
+    ("NAMED", "named by DNS (SRV + A, cache warm)"),
+    ("REGISTERED", "registered first"),
+];
+
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let pages: u64 = statm
@@ -74,10 +136,19 @@ fn rss_bytes() -> u64 {
 }
 
 fn request(port: u16, i: usize) -> CallRequest {
+    through(None, port, i)
+}
+
+/// Call `i` to SIPp at `port`, through `provider` if given (its URI
+/// written as the session layer writes it: the provider's host and port).
+fn through(provider: Option<&str>, port: u16, i: usize) -> CallRequest {
+    let uri = match provider {
+        Some("NAMED") => format!("sip:+4420{i:08}@uas.bench.test"),
+        _ => format!("sip:+4420{i:08}@127.0.0.1:{port}"),
+    };
     CallRequest {
-        target: TargetUri::parse(&format!("sip:+4420{i:08}@127.0.0.1:{port}"))
-            .expect("a valid target URI"),
-        provider: None,
+        target: TargetUri::parse(&uri).expect("a valid target URI"),
+        provider: provider.map(str::to_string),
         offer: AudioSdp::offer(
             "127.0.0.1"
                 .parse()
@@ -91,10 +162,15 @@ fn request(port: u16, i: usize) -> CallRequest {
 }
 
 /// Outcome of one call: setup time (INVITE to answer) or why it failed.
-async fn one_call(sip: SipService, port: u16, i: usize) -> Result<Duration, String> {
+async fn one_call(
+    sip: SipService,
+    provider: Option<&'static str>,
+    port: u16,
+    i: usize,
+) -> Result<Duration, String> {
     let started = Instant::now();
     let mut call = sip
-        .place_call(request(port, i))
+        .place_call(through(provider, port, i))
         .await
         .map_err(|e| e.to_string())?;
     let setup = loop {
@@ -149,16 +225,51 @@ fn main() {
     };
     runtime.block_on(async move {
         let (_sipp, port) = start_sipp();
+        let (_registrar, registrar_port) = start_sipp_with("sip_registrar.xml");
+        let (_dnsmasq, dns) = start_dnsmasq(port);
+        let at = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let providers = vec![
+            Provider {
+                keepalive: false,
+                ..Provider::new("IP", at)
+            },
+            Provider {
+                keepalive: false,
+                ..Provider::named(
+                    "NAMED",
+                    HostPort::parse("uas.bench.test").unwrap_or_else(|e| panic!("{e}")),
+                )
+            },
+            Provider {
+                keepalive: false,
+                register: true,
+                expires: 3600,
+                registrar: Some(std::net::SocketAddr::from(([127, 0, 0, 1], registrar_port)).into()),
+                ..Provider::new("REGISTERED", at)
+            },
+        ];
         let config = Config {
             udp: vec!["127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!())],
             timers: Timers::default(),
+            dns: vec![dns],
+            providers,
             ..Config::default()
         };
         let sip = SipService::start(config).await.unwrap_or_else(|e| panic!("{e}"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sip.registrations().get("REGISTERED").map(|v| v.state) != Some("registered") {
+            if Instant::now() > deadline {
+                panic!("REGISTERED did not register: {:?}", sip.registrations());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
 
-        // Warm-up: SIPp and our sockets settle.
+        // Warm-up: SIPp and our sockets settle, and the DNS cache fills.
         for i in 0..20 {
-            let _ = one_call(sip.clone(), port, i).await;
+            for (provider, _) in VARIANTS {
+                let _ = one_call(sip.clone(), Some(provider), port, i).await;
+            }
+            let _ = one_call(sip.clone(), None, port, i).await;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
 
@@ -218,48 +329,61 @@ fn main() {
         }
         println!("  {ended} hung up (BYE answered)");
 
-        println!("phase 2: {calls} complete calls (INVITE/100/180/200/ACK + BYE/200), {window} in flight, SIPp UAS on loopback");
-        let limit = Arc::new(Semaphore::new(window));
-        let started = Instant::now();
-        let mut tasks = Vec::with_capacity(calls);
-        for i in 0..calls {
-            let permit = match limit.clone().acquire_owned().await {
-                Ok(p) => p,
-                Err(_) => break,
-            };
-            let sip = sip.clone();
-            tasks.push(tokio::spawn(async move {
-                let r = one_call(sip, port, 1000 + i).await;
-                drop(permit);
-                r
-            }));
-            if i > 0 && i % 5000 == 0 {
-                eprintln!("  {i} calls started, {:.1} s", started.elapsed().as_secs_f64());
+        println!("phase 2: {calls} complete calls (INVITE/100/180/200/ACK + BYE/200) through each of three providers, {window} in flight, SIPp UAS on loopback; rounds interleave the providers");
+        let rounds = 4;
+        let mut results: Vec<(Duration, Vec<Duration>, Vec<String>)> =
+            VARIANTS.iter().map(|_| (Duration::ZERO, Vec::new(), Vec::new())).collect();
+        let mut next_call = 1000;
+        for round in 0..rounds {
+            for (v, (provider, _)) in VARIANTS.iter().enumerate() {
+                let n = calls / rounds + usize::from(round < calls % rounds);
+                let limit = Arc::new(Semaphore::new(window));
+                let started = Instant::now();
+                let mut tasks = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let permit = match limit.clone().acquire_owned().await {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    };
+                    let sip = sip.clone();
+                    let i = next_call;
+                    next_call += 1;
+                    tasks.push(tokio::spawn(async move {
+                        let r = one_call(sip, Some(provider), port, i).await;
+                        drop(permit);
+                        r
+                    }));
+                }
+                let (elapsed, setups, failures) = &mut results[v];
+                for t in tasks {
+                    match t.await {
+                        Ok(Ok(d)) => setups.push(d),
+                        Ok(Err(e)) => failures.push(e),
+                        Err(e) => failures.push(e.to_string()),
+                    }
+                }
+                *elapsed += started.elapsed();
             }
         }
-        let mut setups = Vec::with_capacity(calls);
-        let mut failures: Vec<String> = Vec::new();
-        for t in tasks {
-            match t.await {
-                Ok(Ok(d)) => setups.push(d),
-                Ok(Err(e)) => failures.push(e),
-                Err(e) => failures.push(e.to_string()),
+        let mut failed = 0;
+        let base = results[0].1.len() as f64 / results[0].0.as_secs_f64().max(1e-9);
+        for ((name, what), (elapsed, setups, failures)) in VARIANTS.iter().zip(&mut results) {
+            setups.sort();
+            let rate = setups.len() as f64 / elapsed.as_secs_f64().max(1e-9);
+            println!(
+                "  {name} ({what}): {rate:.0} calls/s ({:+.1} % against IP; {} ok, {} failed, {:.2} s); setup p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                (rate / base - 1.0) * 100.0,
+                setups.len(),
+                failures.len(),
+                elapsed.as_secs_f64(),
+                percentile(setups, 0.5).as_secs_f64() * 1e3,
+                percentile(setups, 0.99).as_secs_f64() * 1e3,
+                setups.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+            );
+            if let Some(first) = failures.first() {
+                println!("  first failure: {first}");
             }
-        }
-        let elapsed = started.elapsed();
-        setups.sort();
-        println!(
-            "  {:.0} calls/s ({} ok, {} failed, {:.2} s); setup p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            setups.len() as f64 / elapsed.as_secs_f64(),
-            setups.len(),
-            failures.len(),
-            elapsed.as_secs_f64(),
-            percentile(&setups, 0.5).as_secs_f64() * 1e3,
-            percentile(&setups, 0.99).as_secs_f64() * 1e3,
-            setups.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
-        );
-        if let Some(first) = failures.first() {
-            println!("  first failure: {first}");
+            failed += failures.len();
         }
         if let Ok(stats) = sip.stats().await {
             println!(
@@ -271,7 +395,7 @@ fn main() {
                 stats.dropped_malformed + stats.rejected_malformed
             );
         }
-        if !failures.is_empty() || ended < held {
+        if failed > 0 || ended < held {
             std::process::exit(1);
         }
     });
