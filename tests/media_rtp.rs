@@ -624,6 +624,7 @@ async fn sipp_streams_a_tone_into_the_conference() {
             offer: AudioSdp::offer(to_sipp.local.ip(), to_sipp.local.port(), 1),
             ring_timeout: None,
             caller: None,
+            public_only: false,
         })
         .await
         .expect("call");

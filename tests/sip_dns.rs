@@ -56,6 +56,7 @@ fn call(host: &str, provider: &str) -> CallRequest {
         offer: AudioSdp::offer("127.0.0.1".parse().expect("ip"), 30000, 1),
         ring_timeout: None,
         caller: None,
+        public_only: false,
     }
 }
 

@@ -163,6 +163,7 @@ fn request(target: String, provider: Option<&str>) -> CallRequest {
         offer: AudioSdp::offer("127.0.0.1".parse().expect("ip"), 30000, 1),
         ring_timeout: None,
         caller: Some("+4915112345678".into()),
+        public_only: false,
     }
 }
 

@@ -37,6 +37,7 @@ fn call_through(trunk: &SocketAddr, provider: &str) -> CallRequest {
         offer: AudioSdp::offer("127.0.0.1".parse().expect("ip"), 30000, 1),
         ring_timeout: None,
         caller: None,
+        public_only: false,
     }
 }
 

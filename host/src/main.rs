@@ -435,6 +435,7 @@ fn sip_call(
             offer: AudioSdp::offer(local, 40_000, 1),
             ring_timeout: Some(Duration::from_secs(ring)),
             caller: None,
+            public_only: false,
         };
         let mut call = sip.place_call(request).await?;
         let mut answered = false;

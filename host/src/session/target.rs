@@ -1,7 +1,7 @@
 //! Where a leg is rung: phone numbers through a provider the router picks,
 //! `sip:` URIs directly, IM addresses through the configured gateway.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use crate::billing::policy::Policy;
 use crate::plugin::types::{Error, Leg, Scheme, WrongState};
@@ -134,29 +134,7 @@ impl SipLegRules {
 /// Whether a host is a public one (see [`SipLegs::PublicOnly`]).
 fn public(host: &UriHost) -> bool {
     match host {
-        UriHost::Ip(IpAddr::V4(ip)) => {
-            let o = ip.octets();
-            !(ip.is_loopback()
-                || ip.is_private()
-                || ip.is_link_local()
-                || ip.is_unspecified()
-                || ip.is_multicast()
-                || ip.is_broadcast()
-                || ip.is_documentation()
-                || o[0] == 0
-                || (o[0] == 100 && (64..128).contains(&o[1])))
-        }
-        UriHost::Ip(IpAddr::V6(ip)) => {
-            let first = ip.segments()[0];
-            if let Some(v4) = ip.to_ipv4_mapped() {
-                return public(&UriHost::Ip(IpAddr::V4(v4)));
-            }
-            !(ip.is_loopback()
-                || ip.is_unspecified()
-                || ip.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80)
-        }
+        UriHost::Ip(ip) => crate::sip::is_public_ip(*ip),
         UriHost::Name(name) => {
             let name = name.as_str();
             !(name == "localhost"

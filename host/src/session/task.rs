@@ -511,6 +511,11 @@ impl SessionTask {
             offer,
             ring_timeout: Some(Duration::from_secs(self.services.config.ring_timeout_secs)),
             caller: None,
+            // A user's sip: leg under `sip_legs = "public-only"`: its name
+            // may not lead to a private address either.
+            public_only: provider.is_none()
+                && matches!(l.leg.scheme, crate::plugin::types::Scheme::Sip)
+                && self.services.sip_rules.mode == target::SipLegs::PublicOnly,
         };
         let calling = Input::Calling {
             key,

@@ -25,7 +25,7 @@ pub use endpoint::{
 pub use message::Transport;
 pub use sdp::{AudioSdp, Codec, Direction};
 pub use transaction::Timers;
-pub use uri::{HostPort, TargetUri, UriError, UriHost, UriTransport};
+pub use uri::{HostPort, TargetUri, UriError, UriHost, UriTransport, is_public_ip};
 
 /// Errors of the SIP module.
 #[derive(Debug, thiserror::Error)]

@@ -98,6 +98,37 @@ impl HostPort {
     }
 }
 
+/// Whether `ip` is a public address: not loopback, private, link-local,
+/// unspecified, multicast, broadcast, documentation, shared (100.64/10) or
+/// unique-local. What `sip_legs = "public-only"` lets a user's leg reach.
+pub fn is_public_ip(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(ip) => {
+            let o = ip.octets();
+            !(ip.is_loopback()
+                || ip.is_private()
+                || ip.is_link_local()
+                || ip.is_unspecified()
+                || ip.is_multicast()
+                || ip.is_broadcast()
+                || ip.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (64..128).contains(&o[1])))
+        }
+        IpAddr::V6(ip) => {
+            let first = ip.segments()[0];
+            if let Some(v4) = ip.to_ipv4_mapped() {
+                return is_public_ip(IpAddr::V4(v4));
+            }
+            !(ip.is_loopback()
+                || ip.is_unspecified()
+                || ip.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
 impl From<SocketAddr> for HostPort {
     fn from(addr: SocketAddr) -> HostPort {
         HostPort {

@@ -41,7 +41,7 @@ use rand::rngs::StdRng;
 
 use super::message::Transport;
 use cache::Cache;
-use procedure::{Eval, Memo};
+use procedure::{Eval, Memo, Weighted};
 
 /// The kinds of DNS record the procedure asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -183,6 +183,11 @@ pub enum Located {
 /// that does not.
 const LOOKUP_DEADLINE: Duration = Duration::from_secs(30);
 
+/// How long a finished lookup's hosts are reused as they are, before the
+/// procedure runs again over the cache. Every cached answer lives at least
+/// this long ([`cache`]'s minimum TTL), and any new answer clears them.
+const RESULT_REUSE: Duration = Duration::from_secs(1);
+
 #[derive(Debug)]
 struct Lookup {
     wanted: Wanted,
@@ -194,6 +199,9 @@ struct Lookup {
 #[derive(Debug)]
 pub struct Locator {
     cache: Cache,
+    /// Finished results by what was wanted, until when they may be reused:
+    /// a warm name costs one hash lookup and an RFC 2782 draw per call.
+    results: HashMap<Wanted, (Instant, Result<Vec<Weighted>, DnsError>)>,
     lookups: HashMap<LookupId, Lookup>,
     /// Queries handed out and not yet answered, with the lookups waiting.
     asked: HashMap<Query, Vec<LookupId>>,
@@ -213,6 +221,7 @@ impl Locator {
     pub fn new(transports: Vec<Transport>, ipv4: bool, ipv6: bool, seed: [u8; 32]) -> Locator {
         Locator {
             cache: Cache::default(),
+            results: HashMap::new(),
             lookups: HashMap::new(),
             asked: HashMap::new(),
             queries: VecDeque::new(),
@@ -228,9 +237,22 @@ impl Locator {
     /// Starts locating `wanted`: the result at once if the cache holds
     /// all it needs, else a lookup to wait for.
     pub fn locate(&mut self, now: Instant, wanted: Wanted) -> Located {
+        if let Some((until, result)) = self.results.get(&wanted)
+            && *until > now
+        {
+            let result = result.clone();
+            return Located::Ready(self.ordered(result));
+        }
         let memo = Memo::default();
         match self.evaluate(now, &wanted, &memo) {
-            Eval::Done(result) => Located::Ready(result),
+            Eval::Done(result) => {
+                if self.results.len() >= 1024 {
+                    self.results.retain(|_, (until, _)| *until > now);
+                }
+                self.results
+                    .insert(wanted, (now + RESULT_REUSE, result.clone()));
+                Located::Ready(self.ordered(result))
+            }
             Eval::Need(queries) => {
                 let id = LookupId(self.next);
                 self.next += 1;
@@ -256,6 +278,7 @@ impl Locator {
     /// A DNS server's answer to `query`: cached, and every lookup waiting
     /// for it moves on.
     pub fn answer(&mut self, now: Instant, query: &Query, answer: Answer) {
+        self.results.clear();
         let value = self.cache.insert(now, query.clone(), answer);
         let Some(waiting) = self.asked.remove(query) else {
             return;
@@ -266,7 +289,10 @@ impl Locator {
             };
             lookup.memo.insert(query.clone(), value.clone());
             match self.evaluate(now, &lookup.wanted, &lookup.memo) {
-                Eval::Done(result) => self.done.push_back((id, result)),
+                Eval::Done(result) => {
+                    let result = self.ordered(result);
+                    self.done.push_back((id, result));
+                }
                 Eval::Need(queries) => {
                     // Queries this lookup already waits for are not asked twice.
                     let waiting_for: Vec<Query> = queries
@@ -320,6 +346,23 @@ impl Locator {
         self.cache.len()
     }
 
+    /// The targets of a result in the order to try them: SRV priority,
+    /// then a weighted draw (RFC 2782), each host's addresses in turn.
+    fn ordered(
+        &mut self,
+        result: Result<Vec<Weighted>, DnsError>,
+    ) -> Result<Vec<Target>, DnsError> {
+        let mut targets: Vec<Target> = Vec::new();
+        for host in srv::order(result?, &mut self.rng) {
+            for target in host {
+                if !targets.contains(&target) {
+                    targets.push(target);
+                }
+            }
+        }
+        Ok(targets)
+    }
+
     fn ask(&mut self, id: LookupId, queries: Vec<Query>) {
         for query in queries {
             let waiting = self.asked.entry(query.clone()).or_default();
@@ -342,6 +385,6 @@ impl Locator {
             ipv4: self.ipv4,
             ipv6: self.ipv6,
         };
-        procedure.evaluate(wanted, &known, &mut self.rng)
+        procedure.evaluate(wanted, &known)
     }
 }

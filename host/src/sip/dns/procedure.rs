@@ -4,12 +4,14 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use rand::Rng;
-
 use super::super::message::Transport;
 use super::cache::Value;
-use super::srv::{self, SrvTarget};
+use super::srv::SrvTarget;
 use super::{DnsError, Query, Record, RecordType, Target, Wanted};
+
+/// One host's addresses, with its SRV priority and weight (zero for a
+/// host that came from no SRV record).
+pub(super) type Weighted = SrvTarget<Vec<Target>>;
 
 /// The answers one lookup was given, by query.
 pub(super) type Memo = HashMap<Query, Value>;
@@ -19,8 +21,8 @@ pub(super) type Memo = HashMap<Query, Value>;
 pub(super) enum Eval {
     /// Ask these (all of them may go out at once).
     Need(Vec<Query>),
-    /// Finished.
-    Done(Result<Vec<Target>, DnsError>),
+    /// Finished: the hosts' addresses with their SRV ordering fields.
+    Done(Result<Vec<Weighted>, DnsError>),
 }
 
 /// What the procedure knows about this host.
@@ -70,7 +72,6 @@ impl Procedure<'_> {
         &self,
         wanted: &Wanted,
         known: &dyn Fn(&Query) -> Option<Value>,
-        rng: &mut impl Rng,
     ) -> Eval {
         let name = wanted.name.trim_end_matches('.').to_ascii_lowercase();
         let hosts = match (wanted.port, wanted.transport) {
@@ -92,7 +93,7 @@ impl Procedure<'_> {
             Step::Fail(e) => return Eval::Done(Err(e)),
             Step::Got(hosts) => hosts,
         };
-        Eval::Done(match self.addresses(&name, hosts, known, rng) {
+        Eval::Done(match self.addresses(&name, hosts, known) {
             Step::Need(q) => return Eval::Need(q),
             Step::Fail(e) => Err(e),
             Step::Got(targets) => Ok(targets),
@@ -230,8 +231,7 @@ impl Procedure<'_> {
         name: &str,
         hosts: Vec<SrvHost>,
         known: &dyn Fn(&Query) -> Option<Value>,
-        rng: &mut impl Rng,
-    ) -> Step<Vec<Target>> {
+    ) -> Step<Vec<Weighted>> {
         let mut types = Vec::new();
         if self.ipv4 {
             types.push(RecordType::A);
@@ -279,35 +279,34 @@ impl Procedure<'_> {
             need.dedup();
             return Step::Need(need);
         }
-        // The hosts' order is drawn now, once every address is known, so
-        // that asking again from the cache draws again (RFC 2782).
-        let weighted = hosts
-            .into_iter()
-            .map(|h| SrvTarget {
-                priority: h.priority,
-                weight: h.weight,
-                item: h,
-            })
-            .collect();
-        let mut targets = Vec::new();
-        for host in srv::order(weighted, rng) {
-            for addr in found.get(&host.name).into_iter().flatten() {
-                let target = Target {
+        // The order is drawn by the locator for each use (RFC 2782), from
+        // the hosts with their SRV fields and their addresses.
+        let mut weighted: Vec<Weighted> = Vec::new();
+        for host in hosts {
+            let targets: Vec<Target> = found
+                .get(&host.name)
+                .into_iter()
+                .flatten()
+                .map(|addr| Target {
                     transport: host.transport,
                     addr: SocketAddr::new(addr.ip(), host.port),
-                };
-                if !targets.contains(&target) {
-                    targets.push(target);
-                }
+                })
+                .collect();
+            if !targets.is_empty() {
+                weighted.push(SrvTarget {
+                    priority: host.priority,
+                    weight: host.weight,
+                    item: targets,
+                });
             }
         }
-        if targets.is_empty() {
+        if weighted.is_empty() {
             return Step::Fail(failure.unwrap_or(DnsError::NotFound {
                 name: name.into(),
                 what: "no address records".into(),
             }));
         }
-        Step::Got(targets)
+        Step::Got(weighted)
     }
 }
 

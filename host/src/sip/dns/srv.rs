@@ -6,7 +6,7 @@ use rand::Rng;
 
 /// One SRV record's ordering fields and what it leads to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct SrvTarget<T> {
+pub(crate) struct SrvTarget<T> {
     pub(super) priority: u16,
     pub(super) weight: u16,
     pub(super) item: T,

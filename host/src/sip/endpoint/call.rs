@@ -33,6 +33,8 @@ pub(super) struct Call {
     pub(super) alternates: Vec<Dest>,
     /// The user part of our From URI.
     pub(super) from_user: String,
+    /// Only public addresses may be sent to.
+    pub(super) public_only: bool,
     /// The provider's index in the configuration, if it goes through one.
     pub(super) provider: Option<usize>,
     /// Our last CSeq number.

@@ -104,6 +104,7 @@ impl Endpoint {
             remote_tag: None,
             local_uri: String::new(),
             from_user,
+            public_only: request.public_only,
             local_display,
             asserted,
             initial_route,
@@ -152,14 +153,8 @@ impl Endpoint {
             self.timers.set(Timer::Ring(id), now + ring.min(MAX_RING));
         }
         self.stats.calls_placed += 1;
-        if let Err(reason) = self.begin_inviting(now, id, targets) {
-            self.finish(
-                id,
-                CallEvent::Failed {
-                    status: 503,
-                    reason,
-                },
-            );
+        if let Err((status, reason)) = self.begin_inviting(now, id, targets) {
+            self.finish(id, CallEvent::Failed { status, reason });
         }
         Ok(id)
     }
@@ -171,8 +166,25 @@ impl Endpoint {
         now: Instant,
         id: CallId,
         targets: Targets,
-    ) -> Result<(), String> {
-        let targets = targets.map_err(|e| e.to_string())?;
+    ) -> Result<(), (u16, String)> {
+        let mut targets = targets.map_err(|e| (503, e.to_string()))?;
+        if self.calls.get(&id).is_some_and(|c| c.public_only) {
+            let private: Vec<String> = targets
+                .iter()
+                .filter(|d| !super::super::is_public_ip(d.addr.ip()))
+                .map(|d| d.addr.ip().to_string())
+                .collect();
+            targets.retain(|d| super::super::is_public_ip(d.addr.ip()));
+            if targets.is_empty() {
+                return Err((
+                    403,
+                    format!(
+                        "it leads only to addresses that are not public ({}), which sip: legs may not reach",
+                        private.join(", ")
+                    ),
+                ));
+            }
+        }
         let mut usable: Vec<Dest> = targets
             .iter()
             .copied()
@@ -180,12 +192,12 @@ impl Endpoint {
             .collect();
         if usable.is_empty() {
             let transport = targets.first().map_or(Transport::Udp, |d| d.transport);
-            return Err(SipError::NoListener(transport).to_string());
+            return Err((503, SipError::NoListener(transport).to_string()));
         }
         let first = usable.remove(0);
         let local = self
             .local(first.transport, first.addr)
-            .ok_or_else(|| SipError::NoListener(first.transport).to_string())?;
+            .ok_or_else(|| (503, SipError::NoListener(first.transport).to_string()))?;
         let local_uri = self.advertised(local);
         let Some(call) = self.calls.get_mut(&id) else {
             return Ok(());
@@ -217,6 +229,7 @@ impl Endpoint {
             "trying the next server");
         *inviting = Inviting::default();
         call.dest = next;
+        self.stats.failovers += 1;
         call.auth_tries = 0;
         call.auth_header = None;
         self.timers.stop(&Timer::Failover(id));

@@ -35,12 +35,18 @@ pub(super) type Targets = Result<Vec<Dest>, DnsError>;
 impl Endpoint {
     /// The next DNS query to answer with [`Endpoint::handle_answer`].
     pub fn poll_query(&mut self) -> Option<Query> {
-        self.locator.poll_query()
+        let query = self.locator.poll_query()?;
+        self.stats.dns_queries += 1;
+        Some(query)
     }
 
     /// A DNS server's answer to `query` (every query handed out must be
     /// answered, a failure included).
     pub fn handle_answer(&mut self, now: Instant, query: &Query, answer: Answer) {
+        if let Answer::Failed { reason } = &answer {
+            self.stats.dns_failures += 1;
+            tracing::warn!(name = %query.name, rtype = ?query.rtype, %reason, "DNS query failed");
+        }
         self.locator.answer(now, query, answer);
         self.resume_located(now);
     }
@@ -162,14 +168,8 @@ impl Endpoint {
         {
             return; // hung up meanwhile
         }
-        if let Err(reason) = self.begin_inviting(now, id, targets) {
-            self.finish(
-                id,
-                CallEvent::Failed {
-                    status: 503,
-                    reason,
-                },
-            );
+        if let Err((status, reason)) = self.begin_inviting(now, id, targets) {
+            self.finish(id, CallEvent::Failed { status, reason });
         }
     }
 }

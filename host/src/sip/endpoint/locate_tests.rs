@@ -41,6 +41,7 @@ fn call(ep: &mut Endpoint, now: Instant, host: &str) -> CallId {
         offer: AudioSdp::offer("127.0.0.1".parse().expect("ip"), 30000, 1),
         ring_timeout: None,
         caller: None,
+        public_only: false,
     };
     ep.place_call(now, request).expect("placed")
 }
@@ -203,6 +204,11 @@ fn a_silent_target_is_left_after_failover_secs_and_a_503_at_once() {
     // Nothing more goes to a, whose transaction was given up.
     advance(&mut ep, t0 + Duration::from_secs(10));
     assert!(!invites(&sent(&mut ep)).contains(&5001));
+    let stats = ep.stats();
+    assert_eq!(
+        (stats.failovers, stats.dns_queries, stats.dns_failures),
+        (2, 5, 0)
+    );
 }
 
 #[test]
@@ -362,5 +368,75 @@ fn registration_and_pings_go_to_the_located_registrar() {
     assert!(
         out.iter()
             .any(|(p, m)| *p == 5001 && m.cseq_method == rsip::Method::Options)
+    );
+}
+
+#[test]
+fn a_public_only_leg_goes_to_public_addresses_only() {
+    // A user's sip: leg under `sip_legs = "public-only"`, to a name that
+    // leads to a private address first and a public one second. (A unit
+    // test: nothing is sent anywhere, the transmits are only read here.)
+    let (mut ep, t0) = endpoint(Vec::new(), false);
+    let request = |host: &str| CallRequest {
+        target: TargetUri::parse(&format!("sip:alice@{host}")).expect("uri"),
+        provider: None,
+        offer: AudioSdp::offer("127.0.0.1".parse().expect("ip"), 30000, 1),
+        ring_timeout: None,
+        caller: None,
+        public_only: true,
+    };
+    let mixed = |q: &Query| match (q.name.as_str(), q.rtype) {
+        ("_sip._udp.mixed.test", RecordType::Srv) => Answer::Records {
+            records: vec![
+                Record::Srv {
+                    priority: 1,
+                    weight: 0,
+                    port: 5060,
+                    target: "inside.mixed.test".into(),
+                },
+                Record::Srv {
+                    priority: 2,
+                    weight: 0,
+                    port: 5060,
+                    target: "outside.mixed.test".into(),
+                },
+            ],
+            ttl: Duration::from_secs(60),
+        },
+        ("inside.mixed.test", RecordType::A) => Answer::Records {
+            records: vec![Record::Address("10.1.2.3".parse().expect("ip"))],
+            ttl: Duration::from_secs(60),
+        },
+        ("outside.mixed.test", RecordType::A) => Answer::Records {
+            records: vec![Record::Address("203.0.114.5".parse().expect("ip"))],
+            ttl: Duration::from_secs(60),
+        },
+        ("inside.test", RecordType::A) => Answer::Records {
+            records: vec![Record::Address("127.0.0.1".parse().expect("ip"))],
+            ttl: Duration::from_secs(60),
+        },
+        _ => Answer::Empty {
+            nxdomain: false,
+            ttl: None,
+        },
+    };
+    ep.place_call(t0, request("mixed.test")).expect("placed");
+    resolve(&mut ep, t0, &mixed);
+    let out: Vec<SocketAddr> = std::iter::from_fn(|| ep.poll_transmit())
+        .map(|t| t.destination)
+        .collect();
+    assert_eq!(
+        out,
+        ["203.0.114.5:5060".parse::<SocketAddr>().expect("addr")]
+    );
+    ep.place_call(t0, request("inside.test")).expect("placed");
+    resolve(&mut ep, t0, &mixed);
+    assert!(ep.poll_transmit().is_none());
+    assert_eq!(
+        events(&mut ep),
+        [CallEvent::Failed {
+            status: 403,
+            reason: "it leads only to addresses that are not public (127.0.0.1), which sip: legs may not reach".into()
+        }]
     );
 }

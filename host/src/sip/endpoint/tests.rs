@@ -39,6 +39,7 @@ fn call(ep: &mut Endpoint, now: Instant, ring: Option<Duration>) -> CallId {
         offer: offer(),
         ring_timeout: ring,
         caller: None,
+        public_only: false,
     };
     ep.place_call(now, request).expect("placed")
 }
@@ -310,6 +311,7 @@ fn proxy_challenge_is_answered_once_with_the_providers_credentials() {
         offer: offer(),
         ring_timeout: None,
         caller: None,
+        public_only: false,
     };
     let _ = ep.place_call(t0, request).expect("placed");
     let first = sent(&mut ep).remove(0);
@@ -689,6 +691,7 @@ fn tcp_calls_use_tcp_and_no_retransmission_timers() {
         offer: offer(),
         ring_timeout: None,
         caller: None,
+        public_only: false,
     };
     let _ = ep.place_call(now, request).expect("placed");
     let t = ep.poll_transmit().expect("INVITE");
@@ -746,6 +749,7 @@ fn a_trunk_profile_shapes_the_invite() {
         offer: offer(),
         ring_timeout: None,
         caller: Some("someone".into()),
+        public_only: false,
     };
     let id = ep.place_call(t0, request()).expect("placed");
     let t = ep.poll_transmit().expect("an INVITE");

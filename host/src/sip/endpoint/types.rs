@@ -18,7 +18,8 @@ pub struct CallRequest {
     /// `sip:bob@127.0.0.1:5080`: a strict URI, written into the request
     /// from its parts.
     pub target: super::super::TargetUri,
-    /// The provider to send it through; `None` sends to the URI's own host, which must be an IP address.
+    /// The provider to send it through; `None` sends to the URI's own
+    /// host (an address, or a DNS name located by RFC 3263).
     pub provider: Option<String>,
     /// Our SDP offer (address and port of our RTP endpoint).
     pub offer: AudioSdp,
@@ -26,6 +27,9 @@ pub struct CallRequest {
     pub ring_timeout: Option<Duration>,
     /// User part of the From URI (the caller id shown); defaults to the configured user.
     pub caller: Option<String>,
+    /// Send only to public addresses ([`crate::sip::is_public_ip`]): a
+    /// name that leads only to private ones fails the call with 403.
+    pub public_only: bool,
 }
 
 /// Who ended an established call.
@@ -136,4 +140,10 @@ pub struct Stats {
     pub calls_placed: u64,
     /// Calls currently tracked.
     pub calls_active: u64,
+    /// DNS queries handed out ([`Endpoint::poll_query`](super::Endpoint::poll_query)).
+    pub dns_queries: u64,
+    /// Answers that were failures (no answer, SERVFAIL, …).
+    pub dns_failures: u64,
+    /// INVITEs moved to a name's next target (RFC 3263 §4.3).
+    pub failovers: u64,
 }
