@@ -36,6 +36,10 @@ pub(super) enum Value {
 struct Entry {
     value: Value,
     expires: Instant,
+    /// When it is worth asking again before it expires: with a tenth of
+    /// its lifetime left (Unbound's `prefetch`), so a name in use never
+    /// makes a call wait for the DNS server.
+    refresh: Instant,
 }
 
 /// See the module documentation.
@@ -45,12 +49,13 @@ pub(super) struct Cache {
 }
 
 impl Cache {
-    /// The answer to `query`, if one is cached and fresh at `now`.
-    pub(super) fn get(&self, now: Instant, query: &Query) -> Option<Value> {
+    /// The answer to `query`, if one is cached and fresh at `now`, and
+    /// whether it is time to ask again (it is near its expiry).
+    pub(super) fn get(&self, now: Instant, query: &Query) -> Option<(Value, bool)> {
         self.entries
             .get(query)
             .filter(|e| e.expires > now)
-            .map(|e| e.value.clone())
+            .map(|e| (e.value.clone(), e.refresh <= now))
     }
 
     /// Caches `answer` to `query` and returns it as the procedure reads
@@ -71,6 +76,7 @@ impl Cache {
                     tracing::warn!(name = %query.name, rtype = ?query.rtype, %reason,
                         "DNS failed; using the last answer, expired");
                     stale.expires = now + FAILURE_TTL;
+                    stale.refresh = stale.expires;
                     return stale.value.clone();
                 }
                 (Value::Failed(reason), FAILURE_TTL)
@@ -82,11 +88,17 @@ impl Cache {
                 self.entries.clear();
             }
         }
+        let ttl = ttl.max(MIN_TTL);
+        let refresh = match value {
+            Value::Failed(_) => now + ttl,
+            _ => now + ttl.mul_f32(0.9),
+        };
         self.entries.insert(
             query,
             Entry {
                 value: value.clone(),
-                expires: now + ttl.max(MIN_TTL),
+                expires: now + ttl,
+                refresh,
             },
         );
         value

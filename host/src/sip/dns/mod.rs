@@ -365,10 +365,12 @@ impl Locator {
 
     fn ask(&mut self, id: LookupId, queries: Vec<Query>) {
         for query in queries {
-            let waiting = self.asked.entry(query.clone()).or_default();
-            if waiting.is_empty() {
-                self.queries.push_back(query);
+            // A query already out (for another lookup, or a refresh) is
+            // not asked twice: its answer serves every waiting lookup.
+            if !self.asked.contains_key(&query) {
+                self.queries.push_back(query.clone());
             }
+            let waiting = self.asked.entry(query).or_default();
             if !waiting.contains(&id) {
                 waiting.push(id);
             }
@@ -379,12 +381,31 @@ impl Locator {
         // What the lookup has been told wins over the cache, so that an
         // answer with a TTL of 0 still counts for the lookup that asked.
         let cache = &self.cache;
-        let known = |q: &Query| memo.get(q).cloned().or_else(|| cache.get(now, q));
+        let stale = std::cell::RefCell::new(Vec::new());
+        let known = |q: &Query| {
+            if let Some(value) = memo.get(q) {
+                return Some(value.clone());
+            }
+            let (value, refresh) = cache.get(now, q)?;
+            if refresh {
+                stale.borrow_mut().push(q.clone());
+            }
+            Some(value)
+        };
         let procedure = procedure::Procedure {
             transports: &self.transports,
             ipv4: self.ipv4,
             ipv6: self.ipv6,
         };
-        procedure.evaluate(wanted, &known)
+        let eval = procedure.evaluate(wanted, &known);
+        // Answers near their expiry are asked again in the background; the
+        // answer refreshes the cache and waits for no one.
+        for query in stale.into_inner() {
+            if !self.asked.contains_key(&query) {
+                self.asked.insert(query.clone(), Vec::new());
+                self.queries.push_back(query);
+            }
+        }
+        eval
     }
 }

@@ -275,7 +275,7 @@ fn answers_are_cached_for_their_ttl_and_asked_again_after() {
     assert_eq!(asked.len(), 2);
     // Warm: no query at all.
     assert_eq!(
-        l.locate(t0 + Duration::from_secs(29), w.clone()),
+        l.locate(t0 + Duration::from_secs(20), w.clone()),
         Located::Ready(first.clone())
     );
     assert!(l.poll_query().is_none());
@@ -415,4 +415,37 @@ fn a_ttl_of_zero_still_completes_the_lookup_that_asked() {
     );
     assert_eq!(result, Ok(vec![target(Transport::Udp, "127.0.0.60:5060")]));
     assert_eq!(asked.len(), 2);
+}
+
+#[test]
+fn a_name_in_use_is_asked_again_before_it_expires() {
+    let mut l = locator();
+    let t0 = Instant::now();
+    let zone = |query: &Query| match (query.name.as_str(), query.rtype) {
+        ("_sip._udp.p.test", RecordType::Srv) => srv(&[(0, 0, 5060, "h.p.test")], 100),
+        ("h.p.test", RecordType::A) => a(&["127.0.0.70"], 1000),
+        _ => panic!("unexpected query {query:?}"),
+    };
+    let w = wanted("p.test", None, Some(Transport::Udp));
+    let (first, _) = run(&mut l, t0, w.clone(), &zone);
+    // At 95 s the SRV answer has a twentieth of its life left: the call is
+    // answered from the cache at once, and the SRV record is asked again.
+    let later = t0 + Duration::from_secs(95);
+    assert_eq!(l.locate(later, w.clone()), Located::Ready(first.clone()));
+    assert_eq!(l.poll_query(), Some(q("_sip._udp.p.test", RecordType::Srv)));
+    assert_eq!(l.poll_query(), None, "asked once, not once per call");
+    assert_eq!(l.locate(later, w.clone()), Located::Ready(first.clone()));
+    assert_eq!(l.poll_query(), None);
+    l.answer(
+        later,
+        &q("_sip._udp.p.test", RecordType::Srv),
+        zone(&q("_sip._udp.p.test", RecordType::Srv)),
+    );
+    assert!(l.poll_done().is_none(), "nobody waited for it");
+    // Refreshed: still served from the cache at 150 s, past the first expiry.
+    assert_eq!(
+        l.locate(t0 + Duration::from_secs(150), w),
+        Located::Ready(first)
+    );
+    assert_eq!(l.poll_query(), None);
 }
