@@ -16,6 +16,10 @@
 //! warm-up, as in service), and one that registers first (a second SIPp
 //! as its registrar). Each prints its own calls per second.
 //!
+//! Phase 3 times the endpoint alone (sans-IO, no SIPp) on the same two
+//! providers, IP and DNS-named, to show what the name costs a call where
+//! the end-to-end figures are too noisy to tell.
+//!
 //! Run with `cargo bench -p switchboard --bench sip_calls` (add `-- --quick`
 //! for a short smoke run; the test script does that). Both processes share
 //! this machine's two cores, so the figure is for Switchboard and SIPp together.
@@ -29,7 +33,7 @@ use std::time::{Duration, Instant};
 use switchboard::sip::TargetUri;
 
 use switchboard::sip::{
-    AudioSdp, CallEvent, CallRequest, Config, HostPort, Provider, SipService, Timers,
+    AudioSdp, CallEvent, CallRequest, Config, HostPort, Provider, SipService, Timers, Transport,
 };
 use tokio::sync::Semaphore;
 
@@ -118,6 +122,10 @@ fn start_dnsmasq(port: u16) -> (Sipp, std::net::SocketAddr) {
     )
 }
 
+/// One provider's phase 2 so far: time spent, setups, failures, and each
+/// batch's calls per second.
+type Tally = (Duration, Vec<Duration>, Vec<String>, Vec<f64>);
+
 /// The three providers of phase 2, in the order their figures print.
 const VARIANTS: [(&str, &str); 3] = [
     ("IP", "addressed by IP"),
@@ -196,6 +204,93 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
         return Duration::ZERO;
     }
     sorted[((sorted.len() - 1) as f64 * p) as usize]
+}
+
+/// Phase 3: what the endpoint itself spends on a call, with no sockets
+/// and no SIPp: `place_call` (DNS name located from the warm cache, or an
+/// IP address), the INVITE built and taken, and the hangup. Calls
+/// alternate between the two providers so drift hits both alike.
+fn endpoint_cost(calls: usize) {
+    use switchboard::sip::Endpoint;
+    use switchboard::sip::dns::{Answer, Record, RecordType};
+    let t0 = Instant::now();
+    let at = std::net::SocketAddr::from(([127, 0, 0, 1], 5999));
+    let providers = vec![
+        Provider {
+            keepalive: false,
+            ..Provider::new("IP", at)
+        },
+        Provider {
+            keepalive: false,
+            ..Provider::named(
+                "NAMED",
+                HostPort::parse("uas.bench.test").unwrap_or_else(|e| panic!("{e}")),
+            )
+        },
+    ];
+    let config = Config {
+        providers,
+        ..Config::default()
+    };
+    let local = std::net::SocketAddr::from(([127, 0, 0, 1], 5070));
+    let mut ep = Endpoint::with_rng_seed(config, vec![(Transport::Udp, local)], t0, [1; 32]);
+    let mut spent = [Duration::ZERO; 2];
+    let mut now = t0;
+    for i in 0..calls * 2 {
+        let v = i % 2;
+        let provider = ["IP", "NAMED"][v];
+        let request = through(Some(provider), 5999, i);
+        let started = Instant::now();
+        let placed = ep.place_call(now, request);
+        // The name's records, the first time only (the cache keeps them).
+        while let Some(q) = ep.poll_query() {
+            let answer = match q.rtype {
+                RecordType::Srv => Answer::Records {
+                    records: vec![Record::Srv {
+                        priority: 10,
+                        weight: 10,
+                        port: 5999,
+                        target: "edge.bench.test".into(),
+                    }],
+                    ttl: Duration::from_secs(3600),
+                },
+                RecordType::A => Answer::Records {
+                    records: vec![Record::Address(at.ip())],
+                    ttl: Duration::from_secs(3600),
+                },
+                _ => Answer::Empty {
+                    nxdomain: false,
+                    ttl: None,
+                },
+            };
+            ep.handle_answer(now, &q, answer);
+        }
+        while ep.poll_transmit().is_some() {}
+        if let Ok(id) = placed {
+            ep.hangup(now, id);
+        }
+        while ep.poll_transmit().is_some() {}
+        while ep.poll_event().is_some() {}
+        spent[v] += started.elapsed();
+        // Every 1000 calls, 40 virtual seconds pass and the cancelled
+        // calls are forgotten (outside the timing).
+        if i % 1000 == 999 {
+            now += Duration::from_secs(40);
+            ep.handle_timeout(now);
+            while ep.poll_transmit().is_some() {}
+            while ep.poll_event().is_some() {}
+        }
+    }
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / calls as f64;
+    println!(
+        "phase 3: the endpoint alone, {calls} calls through each provider (place_call, INVITE, hangup; no I/O)"
+    );
+    println!(
+        "  IP {:.2} µs per call, NAMED {:.2} µs per call ({:+.2} µs for the DNS name, cache warm)",
+        per(spent[0]),
+        per(spent[1]),
+        per(spent[1]) - per(spent[0])
+    );
 }
 
 fn main() {
@@ -333,7 +428,7 @@ fn main() {
         println!("phase 2: {calls} complete calls (INVITE/100/180/200/ACK + BYE/200) through each of three providers, {window} in flight, SIPp UAS on loopback; rounds interleave the providers");
         let rounds = 12;
         // Per provider: total time, setups, failures, each batch's calls/s.
-        let mut results: Vec<(Duration, Vec<Duration>, Vec<String>, Vec<f64>)> = VARIANTS
+        let mut results: Vec<Tally> = VARIANTS
             .iter()
             .map(|_| (Duration::ZERO, Vec::new(), Vec::new(), Vec::new()))
             .collect();
@@ -426,4 +521,5 @@ fn main() {
             std::process::exit(1);
         }
     });
+    endpoint_cost(if quick { 2_000 } else { 200_000 });
 }

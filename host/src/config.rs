@@ -251,6 +251,21 @@ impl Config {
                 "sip.timers: t1_ms is at most 60000, t2_ms and t4_ms at most 600000".into(),
             );
         }
+        if !(1..=60).contains(&sip.failover_secs) {
+            return invalid(format!(
+                "sip.failover_secs = {} is not between 1 and 60",
+                sip.failover_secs
+            ));
+        }
+        if let Some(server) = sip
+            .dns
+            .iter()
+            .find(|s| s.port() == 0 || s.ip().is_unspecified())
+        {
+            return invalid(format!(
+                "sip.dns: {server} is not a DNS server's address (an IP address and a port, such as 127.0.0.1:53)"
+            ));
+        }
         if !(1..=86_400).contains(&sip.options_interval_secs) {
             return invalid(format!(
                 "sip.options_interval_secs = {} is not between 1 and 86400",
@@ -676,6 +691,12 @@ mod tests {
             (
                 "[[sip.providers]]\nname = \"A\"\naddress = \"sip carrier\"",
                 "the character ' ' is not allowed",
+            ),
+            ("[sip]\nfailover_secs = 0", "sip.failover_secs = 0"),
+            ("[sip]\ndns = [\"0.0.0.0:53\"]", "sip.dns: 0.0.0.0:53"),
+            (
+                "[sip]\ndns = [\"resolver\"]",
+                "invalid socket address syntax",
             ),
             ("[media]\nrtp_ports = [5000, 5000]", "port range 5000-5000"),
             (
