@@ -407,14 +407,7 @@ impl Config {
             }
             // An address (not a name) must be reachable from a listener
             // of its transport and family; a name is checked when located.
-            for hop in [
-                Some(&p.address),
-                p.outbound_proxy.as_ref(),
-                p.registrar.as_ref(),
-            ]
-            .into_iter()
-            .flatten()
-            {
+            for hop in p.hops() {
                 let Some(addr) = hop.socket_addr() else {
                     continue;
                 };

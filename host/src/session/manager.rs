@@ -149,14 +149,7 @@ fn sip_leg_rules(
 ) -> super::target::SipLegRules {
     let mut rules = super::target::SipLegRules::new(config.sip_legs, Vec::new(), policy);
     for p in providers {
-        for hop in [
-            Some(&p.address),
-            p.outbound_proxy.as_ref(),
-            p.registrar.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for hop in p.hops() {
             rules
                 .refused
                 .push((hop.host.clone(), hop.port.unwrap_or(5060)));

@@ -124,6 +124,18 @@ impl Provider {
         }
     }
 
+    /// Every host requests to it may go to: its address, outbound proxy
+    /// and registrar.
+    pub fn hops(&self) -> impl Iterator<Item = &HostPort> {
+        [
+            Some(&self.address),
+            self.outbound_proxy.as_ref(),
+            self.registrar.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
     /// Where its registrations go: `registrar`, else `address`.
     pub fn registrar(&self) -> &HostPort {
         self.registrar.as_ref().unwrap_or(&self.address)

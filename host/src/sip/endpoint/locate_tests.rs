@@ -440,3 +440,86 @@ fn a_public_only_leg_goes_to_public_addresses_only() {
         }]
     );
 }
+
+#[test]
+fn a_registrar_behind_srv_is_tried_target_by_target_and_challenges_stay_with_one() {
+    let mut provider = carrier("carrier.test");
+    provider.register = true;
+    provider.username = Some("acct".into());
+    provider.password = Some("pw".into());
+    let (mut ep, t0) = endpoint(vec![provider], false);
+    advance(&mut ep, t0);
+    resolve(&mut ep, t0, &zone);
+    let registers = |out: Vec<(u16, Message)>| -> Vec<(u16, Message)> {
+        out.into_iter()
+            .filter(|(_, m)| {
+                m.cseq_method == rsip::Method::Register
+                    && matches!(m.start, StartLine::Request { .. })
+            })
+            .collect()
+    };
+    assert_eq!(
+        registers(sent(&mut ep))
+            .iter()
+            .map(|(p, _)| *p)
+            .collect::<Vec<_>>(),
+        [5001]
+    );
+    // a never answers: after Timer F (64·T1), b gets the REGISTER.
+    advance(&mut ep, t0 + Duration::from_secs(33));
+    let to_b = registers(sent(&mut ep));
+    let (port, register) = to_b.last().expect("a REGISTER to b");
+    assert_eq!(
+        *port,
+        5002,
+        "{:?}",
+        to_b.iter().map(|(p, _)| *p).collect::<Vec<_>>()
+    );
+    // b: 503 → c at once.
+    let now = t0 + Duration::from_secs(34);
+    ep.handle_input(
+        now,
+        Transport::Udp,
+        "127.0.0.1:5002".parse().expect("addr"),
+        &reply(register, 503),
+    );
+    let to_c = registers(sent(&mut ep));
+    assert_eq!(to_c.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [5003]);
+    // c challenges: the answer goes to c, not back to a.
+    let challenge = {
+        let (_, r) = &to_c[0];
+        let mut text = String::from_utf8(reply(r, 401)).expect("utf-8");
+        text = text.replacen(
+            "Content-Length: 0",
+            "WWW-Authenticate: Digest realm=\"carrier.test\", nonce=\"n1\"\r\nContent-Length: 0",
+            1,
+        );
+        text.into_bytes()
+    };
+    ep.handle_input(
+        now,
+        Transport::Udp,
+        "127.0.0.1:5003".parse().expect("addr"),
+        &challenge,
+    );
+    let answered = registers(sent(&mut ep));
+    assert_eq!(answered.len(), 1);
+    assert_eq!(answered[0].0, 5003);
+    assert!(answered[0].1.header("Authorization").is_some());
+    ep.handle_input(
+        now,
+        Transport::Udp,
+        "127.0.0.1:5003".parse().expect("addr"),
+        &reply(&answered[0].1, 200),
+    );
+    assert_eq!(
+        ep.provider_up("CARRIER"),
+        None,
+        "registered: up as far as registration goes"
+    );
+    assert!(matches!(
+        &ep.registrations()[..],
+        [(_, RegistrationState::Registered { .. })]
+    ));
+    assert_eq!(ep.stats().failovers, 2);
+}

@@ -72,6 +72,12 @@ pub(super) struct Registration {
     removing: bool,
     /// The REGISTER transaction in flight.
     pub(super) key: Option<ClientKey>,
+    /// The registrar's target this try goes to: challenges are answered
+    /// to it, and a removal goes where the binding is.
+    dest: Option<Dest>,
+    /// The registrar's other targets, tried in turn when `dest` answers
+    /// 503, cannot be reached or does not answer (RFC 3263 §4.3).
+    alternates: Vec<Dest>,
 }
 
 impl Endpoint {
@@ -94,6 +100,8 @@ impl Endpoint {
                 failures: 0,
                 removing: false,
                 key: None,
+                dest: None,
+                alternates: Vec::new(),
             };
             self.registrations.push(Some(registration));
             self.timers.set(Timer::Register(i), now);
@@ -151,6 +159,9 @@ impl Endpoint {
         }
         r.auth = None;
         r.challenges = 0;
+        // A new try locates the registrar afresh.
+        r.dest = None;
+        r.alternates.clear();
         if !r.state.registered() {
             r.state = RegistrationState::Registering;
         }
@@ -158,6 +169,12 @@ impl Endpoint {
     }
 
     fn send_register(&mut self, now: Instant, i: usize) {
+        if let Some(Some(r)) = self.registrations.get(i)
+            && let Some(dest) = r.dest
+        {
+            self.send_register_to(now, i, dest);
+            return;
+        }
         let Some(p) = self.config.providers.get(i) else {
             return;
         };
@@ -177,18 +194,23 @@ impl Endpoint {
                 return;
             }
         };
-        let Some(dest) = dests
-            .iter()
-            .copied()
-            .find(|d| self.local(d.transport, d.addr).is_some())
-        else {
+        let mut usable: Vec<Dest> = dests
+            .into_iter()
+            .filter(|d| self.local(d.transport, d.addr).is_some())
+            .collect();
+        if usable.is_empty() {
             self.registration_failed(
                 now,
                 i,
                 "no listener for the registrar's address family".into(),
             );
             return;
-        };
+        }
+        let dest = usable.remove(0);
+        if let Some(Some(r)) = self.registrations.get_mut(i) {
+            r.dest = Some(dest);
+            r.alternates = usable;
+        }
         self.send_register_to(now, i, dest);
     }
 
@@ -331,14 +353,51 @@ impl Endpoint {
                     }
                     _ => format!("status {status}"),
                 };
+                if status == 503 && self.register_next_target(now, i, &reason) {
+                    return;
+                }
                 self.registration_failed(now, i, reason);
             }
         }
     }
 
+    /// Sends provider `i`'s REGISTER to the registrar's next target, if
+    /// one is left (`why` the current one failed). Whether it did.
+    fn register_next_target(&mut self, now: Instant, i: usize, why: &str) -> bool {
+        let Some(Some(r)) = self.registrations.get_mut(i) else {
+            return false;
+        };
+        if r.removing || r.alternates.is_empty() {
+            return false;
+        }
+        let next = r.alternates.remove(0);
+        tracing::info!(provider = %self.config.providers[i].name, to = %next.addr, %why,
+            "registering with the registrar's next server");
+        r.dest = Some(next);
+        r.auth = None;
+        r.challenges = 0;
+        self.stats.failovers += 1;
+        self.send_register_to(now, i, next);
+        true
+    }
+
     /// Provider `i`'s REGISTER could not be sent (`why`: the connection
     /// failed).
     pub(super) fn registration_transport_failed(&mut self, now: Instant, i: usize, why: String) {
+        self.registration_lost(now, i, why);
+    }
+
+    /// Provider `i`'s REGISTER got no final answer in time.
+    pub(super) fn registration_timed_out(&mut self, now: Instant, i: usize) {
+        self.registration_lost(now, i, "no answer from the registrar".into());
+    }
+
+    /// Provider `i`'s REGISTER got no answer at all (`why`): a removal
+    /// counts as done, anything else as a failure.
+    fn registration_lost(&mut self, now: Instant, i: usize, why: String) {
+        if self.register_next_target(now, i, &why) {
+            return;
+        }
         if let Some(Some(r)) = self.registrations.get_mut(i)
             && r.removing
         {
@@ -348,19 +407,6 @@ impl Endpoint {
             return;
         }
         self.registration_failed(now, i, why);
-    }
-
-    /// Provider `i`'s REGISTER got no final answer in time.
-    pub(super) fn registration_timed_out(&mut self, now: Instant, i: usize) {
-        if let Some(Some(r)) = self.registrations.get_mut(i)
-            && r.removing
-        {
-            r.removing = false;
-            r.state = RegistrationState::Unregistered;
-            self.emit_registration(i);
-            return;
-        }
-        self.registration_failed(now, i, "no answer from the registrar".into());
     }
 
     /// The answer to a challenge to provider `i`'s REGISTER, or why there is none.
