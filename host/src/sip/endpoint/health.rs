@@ -3,11 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use super::Endpoint;
 use super::locate::{Targets, Waiter};
 use super::timer::Timer;
 use super::transactions::{ClientKey, Purpose};
 use super::types::Event;
+use super::{Dest, Endpoint};
 
 impl Endpoint {
     /// Pings provider `i` and arms its next ping.
@@ -40,24 +40,33 @@ impl Endpoint {
     }
 
     /// The provider's address is known: the OPTIONS goes to its first
-    /// target. A name that cannot be located counts as down.
+    /// target, and to the next when one does not answer; it is up when
+    /// any answers. A name that cannot be located counts as down.
     pub(super) fn ping_located(&mut self, now: Instant, i: usize, targets: Targets) {
-        let dest = match targets {
+        let mut usable: Vec<Dest> = match targets {
             Ok(dests) => dests
-                .iter()
-                .copied()
-                .find(|d| self.local(d.transport, d.addr).is_some()),
+                .into_iter()
+                .filter(|d| self.local(d.transport, d.addr).is_some())
+                .collect(),
             Err(e) => {
                 if let Some(p) = self.config.providers.get(i) {
                     tracing::warn!(provider = %p.name, error = %e, "provider not located");
                 }
-                None
+                Vec::new()
             }
         };
-        let Some(dest) = dest else {
+        if usable.is_empty() {
             self.provider_result(now, i, false);
             return;
-        };
+        }
+        let dest = usable.remove(0);
+        if let Some(state) = self.providers.get_mut(i) {
+            state.alternates = usable;
+        }
+        self.send_ping(now, i, dest);
+    }
+
+    fn send_ping(&mut self, now: Instant, i: usize, dest: Dest) {
         let Some(p) = self.config.providers.get(i) else {
             return;
         };
@@ -88,10 +97,17 @@ impl Endpoint {
     }
 
     /// Provider `i` answered its ping (`up`), or did not (`!up`).
-    pub(super) fn provider_result(&mut self, _now: Instant, i: usize, up: bool) {
+    pub(super) fn provider_result(&mut self, now: Instant, i: usize, up: bool) {
         let Some(state) = self.providers.get_mut(i) else {
             return;
         };
+        // Another of its servers may answer: ask it before calling it down.
+        if !up && !state.alternates.is_empty() {
+            let next = state.alternates.remove(0);
+            self.send_ping(now, i, next);
+            return;
+        }
+        state.alternates.clear();
         state.in_flight = false;
         if state.up == Some(up) {
             return;

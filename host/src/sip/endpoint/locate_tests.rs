@@ -523,3 +523,35 @@ fn a_registrar_behind_srv_is_tried_target_by_target_and_challenges_stay_with_one
     ));
     assert_eq!(ep.stats().failovers, 2);
 }
+
+#[test]
+fn a_provider_is_up_when_any_of_its_servers_answers_its_ping() {
+    let mut provider = carrier("carrier.test");
+    provider.keepalive = true;
+    let (mut ep, t0) = endpoint(vec![provider], false);
+    advance(&mut ep, t0);
+    resolve(&mut ep, t0, &zone);
+    let options = |out: Vec<(u16, Message)>| -> Vec<(u16, Message)> {
+        out.into_iter()
+            .filter(|(_, m)| m.cseq_method == rsip::Method::Options)
+            .collect()
+    };
+    assert_eq!(options(sent(&mut ep))[0].0, 5001);
+    // a is silent: after Timer F the ping goes to b, and b answers.
+    advance(&mut ep, t0 + Duration::from_secs(33));
+    let to_b = options(sent(&mut ep));
+    let (port, ping) = to_b.last().expect("a ping to b");
+    assert_eq!(*port, 5002);
+    assert_eq!(
+        ep.provider_up("CARRIER"),
+        None,
+        "not called down while b may answer"
+    );
+    ep.handle_input(
+        t0 + Duration::from_secs(33),
+        Transport::Udp,
+        "127.0.0.1:5002".parse().expect("addr"),
+        &reply(ping, 200),
+    );
+    assert_eq!(ep.provider_up("CARRIER"), Some(true));
+}

@@ -60,6 +60,8 @@ struct ProviderState {
     up: Option<bool>,
     next_ping: Instant,
     in_flight: bool,
+    /// The provider's other servers, pinged in turn when one is silent.
+    alternates: Vec<Dest>,
 }
 
 /// The SIP user agent: see the module documentation.
@@ -109,6 +111,7 @@ impl Endpoint {
                 up: None,
                 next_ping: now,
                 in_flight: false,
+                alternates: Vec::new(),
             })
             .collect();
         let mut transports: Vec<Transport> = Vec::new();
