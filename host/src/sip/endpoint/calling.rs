@@ -127,23 +127,12 @@ impl Endpoint {
             remote_cseq: None,
             state: CallState::Locating,
         };
-        let Some(targets) = self.locate(now, &hop, transport, Waiter::Call(id)) else {
-            // Located later: `begin_inviting` runs when the lookup ends.
-            self.by_call_id.insert(call.call_id.clone(), id);
-            self.calls.insert(id, call);
-            if let Some(ring) = request.ring_timeout {
-                self.timers.set(Timer::Ring(id), now + ring.min(MAX_RING));
-            }
-            self.stats.calls_placed += 1;
-            return Ok(id);
-        };
-        // Known at once: an IP address, or a name in the cache. A
+        let located = self.locate(now, &hop, transport, Waiter::Call(id));
+        // Known at once (an IP address, or a name in the cache): a
         // destination we have no listener for is refused here, as before.
-        if let Ok(dests) = &targets
+        if let Some(Ok(dests)) = &located
             && let Some(first) = dests.first()
-            && dests
-                .iter()
-                .all(|d| self.local(d.transport, d.addr).is_none())
+            && self.first_usable(dests.clone()).is_none()
         {
             return Err(SipError::NoListener(first.transport));
         }
@@ -153,15 +142,24 @@ impl Endpoint {
             self.timers.set(Timer::Ring(id), now + ring.min(MAX_RING));
         }
         self.stats.calls_placed += 1;
-        if let Err((status, reason)) = self.begin_inviting(now, id, targets) {
-            self.finish(id, CallEvent::Failed { status, reason });
+        // Otherwise the lookup resumes the call when it ends.
+        if let Some(targets) = located {
+            self.begin_inviting(now, id, targets);
         }
         Ok(id)
     }
 
-    /// The call's destination is known: the first target we have a
-    /// listener for gets the INVITE, the rest wait as alternates.
-    pub(super) fn begin_inviting(
+    /// The call's destination is located: its first INVITE goes out, or
+    /// the call fails with the status and reason.
+    pub(super) fn begin_inviting(&mut self, now: Instant, id: CallId, targets: Targets) {
+        if let Err((status, reason)) = self.invite_first_target(now, id, targets) {
+            self.finish(id, CallEvent::Failed { status, reason });
+        }
+    }
+
+    /// The first target we have a listener for gets the INVITE, the rest
+    /// wait as alternates.
+    fn invite_first_target(
         &mut self,
         now: Instant,
         id: CallId,
@@ -185,16 +183,10 @@ impl Endpoint {
                 ));
             }
         }
-        let mut usable: Vec<Dest> = targets
-            .iter()
-            .copied()
-            .filter(|d| self.local(d.transport, d.addr).is_some())
-            .collect();
-        if usable.is_empty() {
-            let transport = targets.first().map_or(Transport::Udp, |d| d.transport);
+        let transport = targets.first().map_or(Transport::Udp, |d| d.transport);
+        let Some((first, usable)) = self.first_usable(targets) else {
             return Err((503, SipError::NoListener(transport).to_string()));
-        }
-        let first = usable.remove(0);
+        };
         let local = self
             .local(first.transport, first.addr)
             .ok_or_else(|| (503, SipError::NoListener(first.transport).to_string()))?;

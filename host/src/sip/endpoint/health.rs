@@ -43,11 +43,8 @@ impl Endpoint {
     /// target, and to the next when one does not answer; it is up when
     /// any answers. A name that cannot be located counts as down.
     pub(super) fn ping_located(&mut self, now: Instant, i: usize, targets: Targets) {
-        let mut usable: Vec<Dest> = match targets {
-            Ok(dests) => dests
-                .into_iter()
-                .filter(|d| self.local(d.transport, d.addr).is_some())
-                .collect(),
+        let dests = match targets {
+            Ok(dests) => dests,
             Err(e) => {
                 if let Some(p) = self.config.providers.get(i) {
                     tracing::warn!(provider = %p.name, error = %e, "provider not located");
@@ -55,11 +52,10 @@ impl Endpoint {
                 Vec::new()
             }
         };
-        if usable.is_empty() {
+        let Some((dest, usable)) = self.first_usable(dests) else {
             self.provider_result(now, i, false);
             return;
-        }
-        let dest = usable.remove(0);
+        };
         if let Some(state) = self.providers.get_mut(i) {
             state.alternates = usable;
         }

@@ -129,6 +129,20 @@ impl Endpoint {
         }
     }
 
+    /// Of `dests`, the first we have a listener for, and the usable ones
+    /// after it (the alternates, RFC 3263 §4.3); none if none is usable.
+    pub(super) fn first_usable(&self, dests: Vec<Dest>) -> Option<(Dest, Vec<Dest>)> {
+        let mut usable: Vec<Dest> = dests
+            .into_iter()
+            .filter(|d| self.local(d.transport, d.addr).is_some())
+            .collect();
+        if usable.is_empty() {
+            return None;
+        }
+        let first = usable.remove(0);
+        Some((first, usable))
+    }
+
     /// Runs the lookups' deadlines.
     pub(super) fn locator_timeout(&mut self, now: Instant) {
         self.locator.handle_timeout(now);
@@ -168,8 +182,6 @@ impl Endpoint {
         {
             return; // hung up meanwhile
         }
-        if let Err((status, reason)) = self.begin_inviting(now, id, targets) {
-            self.finish(id, CallEvent::Failed { status, reason });
-        }
+        self.begin_inviting(now, id, targets);
     }
 }

@@ -194,19 +194,14 @@ impl Endpoint {
                 return;
             }
         };
-        let mut usable: Vec<Dest> = dests
-            .into_iter()
-            .filter(|d| self.local(d.transport, d.addr).is_some())
-            .collect();
-        if usable.is_empty() {
+        let Some((dest, usable)) = self.first_usable(dests) else {
             self.registration_failed(
                 now,
                 i,
                 "no listener for the registrar's address family".into(),
             );
             return;
-        }
-        let dest = usable.remove(0);
+        };
         if let Some(Some(r)) = self.registrations.get_mut(i) {
             r.dest = Some(dest);
             r.alternates = usable;
