@@ -26,6 +26,9 @@
 //! Options: `--calls N`, `--window N` (calls in flight), `--held N`;
 //! `SIPP_ARGS=...` adds SIPp arguments.
 
+#[path = "../tests/dnsmasq_peer/mod.rs"]
+mod dnsmasq_peer;
+
 use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -88,37 +91,13 @@ fn start_sipp_with(scenario: &str) -> (Sipp, u16) {
 
 /// dnsmasq on loopback serving `uas.bench.test`: an SRV record to
 /// `edge.bench.test` at `port`, and its A record, valid for an hour.
-fn start_dnsmasq(port: u16) -> (Sipp, std::net::SocketAddr) {
-    let dns_port = free_port();
-    let child = Command::new("dnsmasq")
-        .args([
-            "--keep-in-foreground",
-            "--no-resolv",
-            "--no-hosts",
-            "--no-poll",
-            "--conf-file=/dev/null",
-            "--pid-file=",
-            "--user=root",
-            "--group=root",
-            "--bind-interfaces",
-            "--listen-address=127.0.0.1",
-            "--local=/test/",
-            "--local-ttl=3600",
-        ])
-        .arg(format!("--port={dns_port}"))
-        .arg(format!(
-            "--srv-host=_sip._udp.uas.bench.test,edge.bench.test,{port},10,10"
-        ))
-        .arg("--host-record=edge.bench.test,127.0.0.1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start dnsmasq ({e}); install the dnsmasq-base package"));
-    std::thread::sleep(Duration::from_millis(300));
-    (
-        Sipp(child),
-        std::net::SocketAddr::from(([127, 0, 0, 1], dns_port)),
+fn start_dnsmasq(port: u16) -> dnsmasq_peer::Dnsmasq {
+    dnsmasq_peer::Dnsmasq::start_with_ttl(
+        &[
+            format!("--srv-host=_sip._udp.uas.bench.test,edge.bench.test,{port},10,10"),
+            "--host-record=edge.bench.test,127.0.0.1".into(),
+        ],
+        3600,
     )
 }
 
@@ -322,7 +301,8 @@ fn main() {
     runtime.block_on(async move {
         let (_sipp, port) = start_sipp();
         let (_registrar, registrar_port) = start_sipp_with("sip_registrar.xml");
-        let (_dnsmasq, dns) = start_dnsmasq(port);
+        let dnsmasq = start_dnsmasq(port);
+        let dns = dnsmasq.addr;
         let at = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let providers = vec![
             Provider {

@@ -4,6 +4,7 @@
 //! loop, a truncated answer with no TCP behind it, no answer at all), a
 //! small misbehaving server written here. SIPp plays the carrier.
 
+mod call_events;
 mod dnsmasq_peer;
 mod sipp_peer;
 
@@ -65,25 +66,7 @@ async fn until_final(
     answered_is_final: bool,
     context: impl Fn() -> String,
 ) -> Vec<CallEvent> {
-    let mut seen = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match tokio::time::timeout_at(deadline, call.events.recv()).await {
-            Ok(Some(e)) => {
-                let done = matches!(e, CallEvent::Failed { .. } | CallEvent::Ended { .. })
-                    || (answered_is_final && matches!(e, CallEvent::Answered { .. }));
-                seen.push(e);
-                if done {
-                    return seen;
-                }
-            }
-            Ok(None) => return seen,
-            Err(_) => panic!(
-                "no final event within 30 s; so far: {seen:?}\n{}",
-                context()
-            ),
-        }
-    }
+    call_events::until_final(call, answered_is_final, Duration::from_secs(30), context).await
 }
 
 /// A UDP port nothing listens on.

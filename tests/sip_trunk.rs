@@ -6,6 +6,7 @@
 //! Kamailio's own view (`kamcmd ul.dump`, its registrar statistics) and
 //! SIPp's message log.
 
+mod call_events;
 mod kamailio_peer;
 mod sipp_peer;
 
@@ -46,25 +47,7 @@ async fn until_final(
     answered_is_final: bool,
     context: impl Fn() -> String,
 ) -> Vec<CallEvent> {
-    let mut seen = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        match tokio::time::timeout_at(deadline, call.events.recv()).await {
-            Ok(Some(e)) => {
-                let done = matches!(e, CallEvent::Failed { .. } | CallEvent::Ended { .. })
-                    || (answered_is_final && matches!(e, CallEvent::Answered { .. }));
-                seen.push(e);
-                if done {
-                    return seen;
-                }
-            }
-            Ok(None) => return seen,
-            Err(_) => panic!(
-                "no final event within 20 s; so far: {seen:?}\n{}",
-                context()
-            ),
-        }
-    }
+    call_events::until_final(call, answered_is_final, Duration::from_secs(20), context).await
 }
 
 async fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {

@@ -1,8 +1,9 @@
-//! dnsmasq (Debian package `dnsmasq`) as the DNS server of a test domain
-//! on a free loopback port: the records a test gives, NXDOMAIN for every
-//! other name under `.test`, nothing forwarded anywhere (`--no-resolv`),
-//! answers valid for one second (`--local-ttl=1`). It listens on UDP and
-//! TCP, so a truncated answer is asked again over TCP.
+//! dnsmasq (Debian package `dnsmasq-base`) as the DNS server of a test
+//! domain on a free loopback port: the records a test gives, NXDOMAIN for
+//! every other name under `.test`, nothing forwarded anywhere
+//! (`--no-resolv`), answers valid for one second (`--local-ttl=1`) unless
+//! told otherwise. It listens on UDP and TCP, so a truncated answer is
+//! asked again over TCP. Also used by `bench/sip_calls.rs`.
 #![allow(dead_code)]
 
 use std::net::{SocketAddr, UdpSocket};
@@ -23,6 +24,11 @@ impl Dnsmasq {
     /// `--host-record=a.carrier.test,127.0.0.1` or
     /// `--naptr-record=carrier.test,10,10,s,SIP+D2T,,_sip._tcp.carrier.test`.
     pub fn start(records: &[String]) -> Dnsmasq {
+        Self::start_with_ttl(records, 1)
+    }
+
+    /// [`Dnsmasq::start`] with answers valid for `ttl_secs`.
+    pub fn start_with_ttl(records: &[String], ttl_secs: u32) -> Dnsmasq {
         for _ in 0..5 {
             let dir = tempfile::tempdir().expect("temp dir");
             let port = UdpSocket::bind("127.0.0.1:0")
@@ -43,11 +49,11 @@ impl Dnsmasq {
                     "--bind-interfaces",
                     "--listen-address=127.0.0.1",
                     "--local=/test/",
-                    "--local-ttl=1",
                     "--log-queries",
                     "--log-facility=-",
                 ])
                 .arg(format!("--port={port}"))
+                .arg(format!("--local-ttl={ttl_secs}"))
                 .args(records)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
