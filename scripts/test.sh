@@ -108,6 +108,23 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "unit and integration tests"
 cargo test --workspace --locked
 
+step "the systemd unit (deploy/switchboard.service), checked by systemd-analyze verify"
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ]; then as_root=(); else as_root=(sudo); fi
+    "${as_root[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq systemd >/dev/null
+fi
+# Checked against the binary just built (verify wants ExecStart to exist).
+unit_dir="$(mktemp -d)"
+sed "s#/usr/local/bin/switchboard#$PWD/target/debug/switchboard#" deploy/switchboard.service \
+    > "$unit_dir/switchboard.service"
+verify_out="$(systemd-analyze verify "$unit_dir/switchboard.service" 2>&1)" || {
+    echo "$verify_out"; exit 1; }
+# verify exits 0 on some warnings; any line naming the unit is one.
+if printf '%s\n' "$verify_out" | grep -q 'switchboard.service'; then echo "$verify_out"; exit 1; fi
+rm -rf "$unit_dir"
+echo "deploy/switchboard.service verified"
+
 step "benchmark smoke runs (figures for BENCHMARKS.md come from: cargo bench -p switchboard --bench plugins / sip_calls / media_mix / billing / chat_xmpp / sessions)"
 # --workspace keeps feature unification identical to the step above, so
 # nothing is rebuilt.
