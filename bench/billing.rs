@@ -104,7 +104,7 @@ async fn run(kind: &str, url: String, legs: usize, auths: usize, tasks: usize) {
         host_id: "bench".into(),
         ..Default::default()
     };
-    let (b, _) = Billing::open(&config, Some(&providers()))
+    let b = Billing::open(&config, Some(&providers()))
         .await
         .expect("open");
     let b = Arc::new(b);
@@ -142,7 +142,7 @@ async fn run(kind: &str, url: String, legs: usize, auths: usize, tasks: usize) {
                 let l = leg(format!("set-{t}-{i}"), session, &account, rate);
                 b.authorise(&mut credit, &l, now).await.expect("authorise");
                 b.store()
-                    .answered(&l.leg_id, T0_MS + 1_000)
+                    .answered(&l.leg_id, T0_MS + 1_000, None)
                     .await
                     .expect("answered");
                 ids.push(l.leg_id);

@@ -52,10 +52,9 @@ const T0_MS: i64 = 1_764_000_000_000;
 const RUSLAN: &str = "ruslan@example.com";
 
 async fn open(db: &TestDb, host: &str) -> Billing {
-    let (billing, _) = Billing::open(&db.config(host), Some(&providers()))
+    Billing::open(&db.config(host), Some(&providers()))
         .await
-        .unwrap_or_else(|e| panic!("{}: open: {e}", db.kind));
-    billing
+        .unwrap_or_else(|e| panic!("{}: open: {e}", db.kind))
 }
 
 async fn open_with_rates(db: &TestDb) -> Billing {
@@ -143,7 +142,7 @@ async fn seed_session_is_billed_per_second_per_leg(db: TestDb) {
     assert_eq!(max, Some(Duration::from_secs(600)));
     assert_eq!(credit.pool(), Micros(140_000));
     let (t3, ms3) = at(3);
-    b.answered(&mut credit, "s1-src", t3, ms3)
+    b.answered(&mut credit, "s1-src", None, t3, ms3)
         .await
         .expect("answered");
     let dst = leg(
@@ -159,7 +158,7 @@ async fn seed_session_is_billed_per_second_per_leg(db: TestDb) {
         .await
         .expect("authorised");
     let (t6, ms6) = at(6);
-    b.answered(&mut credit, "s1-dst", t6, ms6)
+    b.answered(&mut credit, "s1-dst", None, t6, ms6)
         .await
         .expect("answered");
     let free = leg(
@@ -172,7 +171,7 @@ async fn seed_session_is_billed_per_second_per_leg(db: TestDb) {
         ms6,
     );
     b.authorise(&mut credit, &free, t6).await.expect("free leg");
-    b.answered(&mut credit, "s1-sip", t6, ms6)
+    b.answered(&mut credit, "s1-sip", None, t6, ms6)
         .await
         .expect("answered");
 
@@ -439,7 +438,7 @@ async fn refusals_are_clear_and_leave_nothing_behind(db: TestDb) {
         Some(Duration::from_secs(150)),
         "only the cap's 0.05 is reserved"
     );
-    b.answered(&mut credit, "d0", t0, T0_MS)
+    b.answered(&mut credit, "d0", None, t0, T0_MS)
         .await
         .expect("answered");
     b.end_leg(
@@ -508,7 +507,7 @@ async fn credit_runs_out_with_a_warning_first(db: TestDb) {
         b.authorise(&mut credit, &l, t0).await.expect("ok"),
         Some(Duration::from_secs(300))
     );
-    b.answered(&mut credit, "c-src", t0, T0_MS)
+    b.answered(&mut credit, "c-src", None, t0, T0_MS)
         .await
         .expect("answered");
 
@@ -525,7 +524,7 @@ async fn credit_runs_out_with_a_warning_first(db: TestDb) {
     );
     let max = b.authorise(&mut credit, &l2, t100).await.expect("ok");
     assert_eq!(max, Some(Duration::from_secs(100)));
-    b.answered(&mut credit, "c-add", t100, T0_MS + 100_000)
+    b.answered(&mut credit, "c-add", None, t100, T0_MS + 100_000)
         .await
         .expect("answered");
 
@@ -639,7 +638,7 @@ async fn concurrent_hosts_never_overspend(db: TestDb) {
                 );
                 match b.authorise(&mut credit, &l, now).await {
                     Ok(Some(max)) => {
-                        b.answered(&mut credit, &l.leg_id, now, T0_MS)
+                        b.answered(&mut credit, &l.leg_id, None, now, T0_MS)
                             .await
                             .expect("answered");
                         // Talk for the whole authorised time, or 3 minutes.
@@ -667,7 +666,7 @@ async fn concurrent_hosts_never_overspend(db: TestDb) {
                         billed.push(s.cost);
                         match added {
                             Ok(Some(max)) => {
-                                b.answered(&mut credit, &add.leg_id, at, ended)
+                                b.answered(&mut credit, &add.leg_id, None, at, ended)
                                     .await
                                     .expect("answered");
                                 let talk = max.min(Duration::from_secs(30));
@@ -776,9 +775,11 @@ fn hold_legs_until_killed() {
         let config = switchboard::billing::Config {
             database: url.to_string(),
             host_id: host.to_string(),
+            // The lease outlives its last renewal by three intervals: 3 s.
+            progress_interval_secs: 1,
             ..switchboard::billing::Config::default()
         };
-        let (b, _) = Billing::open(&config, Some(&providers()))
+        let (b, _) = Billing::open_host(&config, Some(&providers()))
             .await
             .expect("open");
         let rate = b.offer("PROXICOM", "442071234567").expect("rate").rate;
@@ -796,7 +797,7 @@ fn hold_legs_until_killed() {
             );
             l.account = account.to_string();
             b.authorise(&mut credit, &l, now).await.expect("authorise");
-            b.answered(&mut credit, &l.leg_id, now, now_ms)
+            b.answered(&mut credit, &l.leg_id, None, now, now_ms)
                 .await
                 .expect("answered");
         }
@@ -871,8 +872,42 @@ async fn killed_process_is_billed_once_at_restart(db: TestDb) {
     let status = child.wait().expect("reap");
     assert!(!status.success());
 
+    // Its lease is still live: a restart now is refused, and a tool that
+    // opens the database (the billing CLI) settles nothing.
+    let config = switchboard::billing::Config {
+        progress_interval_secs: 1,
+        ..db.config("crashy")
+    };
+    match Billing::open_host(&config, Some(&providers())).await {
+        Err(e @ BillingError::HostRunning { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.starts_with("host crashy is running (lease renewed ")
+                    && text.ends_with(" s ago); give this process another host_id"),
+                "{text}"
+            );
+        }
+        Err(e) => panic!("{}: restart under a live lease: {e}", db.kind),
+        Ok(_) => panic!("{}: a second process took a live lease", db.kind),
+    }
+    let tool = Billing::open(&config, Some(&providers()))
+        .await
+        .expect("open as a tool");
+    let open_legs = tool
+        .store()
+        .cdrs(RUSLAN, 10)
+        .await
+        .expect("db")
+        .iter()
+        .filter(|c| c.leg_id.starts_with("crashy-") && c.ended_ms.is_none())
+        .count();
+    assert_eq!(open_legs, 3, "{}: the tool settled live legs", db.kind);
+    drop(tool);
+    // The lease expires three progress intervals after its last renewal.
+    tokio::time::sleep(Duration::from_millis(3_300)).await;
+
     // What the crashed process left: three open paid legs, a reservation.
-    let (crashy, recovered) = Billing::open(&db.config("crashy"), Some(&providers()))
+    let (crashy, recovered) = Billing::open_host(&config, Some(&providers()))
         .await
         .expect("restart");
     let store = crashy.store();
@@ -925,8 +960,8 @@ async fn killed_process_is_billed_once_at_restart(db: TestDb) {
     );
 
     // A second restart bills nothing twice.
-    drop(crashy);
-    let (again, recovered) = Billing::open(&db.config("crashy"), Some(&providers()))
+    crashy.close().await;
+    let (again, recovered) = Billing::open_host(&config, Some(&providers()))
         .await
         .expect("restart");
     assert!(recovered.is_empty());

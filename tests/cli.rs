@@ -560,7 +560,7 @@ fn billing_tools_import_rate_credit_and_list() {
             database: db.clone(),
             ..Default::default()
         };
-        let (b, _) = Billing::open(&settings, None).await.expect("open");
+        let b = Billing::open(&settings, None).await.expect("open");
         let rate = b.offer("PROXICOM", "442071234567").expect("rate").rate;
         let mut credit = b.session_credit();
         let now = std::time::Instant::now();
@@ -578,7 +578,7 @@ fn billing_tools_import_rate_credit_and_list() {
         b.authorise(&mut credit, &leg, now)
             .await
             .expect("authorised");
-        b.answered(&mut credit, "L1", now, start + 2_000)
+        b.answered(&mut credit, "L1", None, now, start + 2_000)
             .await
             .expect("answered");
         let end = LegEnd {

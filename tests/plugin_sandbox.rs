@@ -262,6 +262,41 @@ fn imports_the_host_does_not_give_are_refused_at_load() {
     assert_eq!(after.rejected, 1);
 }
 
+/// A plugin built against the previous contract (its component names the
+/// package `switchboard:plugin@0.1.0`) is refused with the versions named,
+/// not with a type error. The old build is made from the shipped one by
+/// rewriting the version in its import and export names, byte for byte.
+#[test]
+fn a_plugin_built_for_an_older_contract_is_refused_by_name() {
+    let host = host();
+    let current = guest("replies_de");
+    let new = format!("@{}", switchboard::plugin::PACKAGE_VERSION);
+    assert_eq!(new, "@0.2.0");
+    let mut old = current.clone();
+    let mut rewritten = 0;
+    let mut i = 0;
+    while let Some(at) = old[i..]
+        .windows(new.len())
+        .position(|w| w == new.as_bytes())
+    {
+        old[i + at..i + at + new.len()].copy_from_slice(b"@0.1.0");
+        rewritten += 1;
+        i += at + new.len();
+    }
+    assert!(rewritten >= 2, "the component names its package version");
+    let err = host
+        .load(SlotName::Replies, &old, "replies built for 0.1.0")
+        .expect_err("an old plugin refused");
+    assert!(matches!(err, PluginError::Version { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "built for switchboard:plugin@0.1.0, this host speaks 0.2.0"
+    );
+    assert_eq!(host.stats(SlotName::Replies).rejected, 1);
+    host.load(SlotName::Replies, &current, "replies built for 0.2.0")
+        .expect("the current build loads");
+}
+
 #[test]
 fn garbage_and_wrong_worlds_are_refused() {
     let host = host();

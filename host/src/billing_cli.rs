@@ -92,18 +92,12 @@ pub fn run(
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let (billing, recovered) = Billing::open(&settings, providers.as_deref())
+        // No lease and no recovery: a running host's live calls are its own.
+        let billing = Billing::open(&settings, providers.as_deref())
             .await
             .with_context(|| format!("opening {}", settings.database))?;
-        if !recovered.is_empty() {
-            eprintln!(
-                "settled {} legs host {:?} had left open",
-                recovered.len(),
-                settings.host_id
-            );
-        }
         let result = execute(&billing, &settings, command).await;
-        billing.store().close().await;
+        billing.close().await;
         result
     })
 }

@@ -114,6 +114,11 @@ pub struct MediaSection {
     pub jitter_max_ms: u64,
     /// Pin the mixer thread to this CPU (none: the scheduler decides).
     pub cpu: Option<usize>,
+    /// A leg that sends neither RTP nor RTCP this long is ended
+    /// (`media-timeout`): the far end vanished without a BYE.
+    pub rtp_timeout_secs: u64,
+    /// The same while the leg is on hold (it may send nothing for long).
+    pub hold_timeout_secs: u64,
 }
 
 impl Default for MediaSection {
@@ -125,6 +130,8 @@ impl Default for MediaSection {
             jitter_min_ms: 20,
             jitter_max_ms: 200,
             cpu: None,
+            rtp_timeout_secs: 30,
+            hold_timeout_secs: 3600,
         }
     }
 }
@@ -141,6 +148,8 @@ impl MediaSection {
                 max_delay: Duration::from_millis(self.jitter_max_ms),
             },
             cpu: self.cpu,
+            rtp_timeout: Duration::from_secs(self.rtp_timeout_secs),
+            hold_timeout: Duration::from_secs(self.hold_timeout_secs),
             ..MediaConfig::default()
         }
     }
@@ -308,6 +317,18 @@ impl Config {
             return invalid(format!(
                 "media: need 10 <= jitter_min_ms <= jitter_max_ms <= 2000 (got {} and {})",
                 media.jitter_min_ms, media.jitter_max_ms
+            ));
+        }
+        if !(5..=3600).contains(&media.rtp_timeout_secs) {
+            return invalid(format!(
+                "media.rtp_timeout_secs = {} is not between 5 and 3600",
+                media.rtp_timeout_secs
+            ));
+        }
+        if !(media.rtp_timeout_secs..=86_400).contains(&media.hold_timeout_secs) {
+            return invalid(format!(
+                "media.hold_timeout_secs = {} is not between rtp_timeout_secs and 86400",
+                media.hold_timeout_secs
             ));
         }
         if let Err(e) = media.engine_config().validate() {

@@ -60,6 +60,11 @@ enum Top {
         /// A plugin directory to watch, instead of the file's [plugins] dir.
         #[arg(long)]
         plugins: Option<PathBuf>,
+        /// How log lines are written to stderr: `text` for people, `json`
+        /// (one object per line) for a log collector. The level is `info`
+        /// unless RUST_LOG says otherwise.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
     },
     /// Tools for plugin authors.
     Plugin {
@@ -163,14 +168,41 @@ enum PluginCommand {
     },
 }
 
+/// How `run` writes its log.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, with the fields of every open span (the
+    /// session, the leg, its SIP Call-ID).
+    Json,
+}
+
+/// Logs to stderr at RUST_LOG's level, else at `default`.
+fn init_log(default: &str, format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
-        )
-        .with_writer(io::stderr)
-        .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    match &cli.command {
+        // The service logs what an operator needs to follow calls.
+        Top::Run { log_format, .. } => init_log("info", *log_format),
+        // Tools and the demo's console keep quiet unless something is wrong.
+        _ => init_log("warn", LogFormat::Text),
+    }
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", report(&e));
@@ -249,7 +281,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             database,
             command,
         } => billing_cli::run(config, database, command),
-        Top::Run { config, plugins } => run_service(&config, plugins),
+        Top::Run {
+            config, plugins, ..
+        } => run_service(&config, plugins),
         Top::Config {
             command: ConfigCommand::Check { file },
         } => config_check(&file),
@@ -570,6 +604,7 @@ fn run_service(path: &std::path::Path, plugins: Option<PathBuf>) -> anyhow::Resu
             web.abort();
         }
         chat.stop();
+        service.billing.close().await;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -658,6 +693,7 @@ fn demo(
                 }
             }
         }
+        service.billing.close().await;
         Ok(ExitCode::SUCCESS)
     })
 }

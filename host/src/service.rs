@@ -51,11 +51,12 @@ pub struct Service {
 }
 
 impl Service {
-    /// Opens billing (settling what a crash left open), loads the providers'
+    /// Opens billing as this host (taking its lease, then settling what a
+    /// crash left open), loads the providers'
     /// rate sheets, starts SIP and the mixer, and the session manager.
     pub async fn start(config: &Config, plugins: Arc<PluginHost>) -> Result<Service, ServiceError> {
         let (billing, recovered) =
-            Billing::open(&config.billing, Some(&config.provider_records())).await?;
+            Billing::open_host(&config.billing, Some(&config.provider_records())).await?;
         if !recovered.is_empty() {
             tracing::warn!(
                 legs = recovered.len(),

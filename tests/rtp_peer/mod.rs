@@ -22,6 +22,8 @@ pub struct TonePeer {
     pub hz: f64,
     heard: Arc<Mutex<Vec<i16>>>,
     stop: Arc<AtomicBool>,
+    silent: Arc<AtomicBool>,
+    packets: Arc<std::sync::atomic::AtomicU64>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -35,9 +37,12 @@ impl TonePeer {
         let port = socket.local_addr().expect("addr").port();
         let heard = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
+        let silent = Arc::new(AtomicBool::new(false));
+        let packets = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let far: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
         let sender = {
-            let (socket, stop, far) = (socket.clone(), stop.clone(), far.clone());
+            let (socket, stop, far, silent) =
+                (socket.clone(), stop.clone(), far.clone(), silent.clone());
             std::thread::spawn(move || {
                 let mut rtp = RtpSender::new(rand::random(), rand::random(), rand::random());
                 let start = Instant::now();
@@ -47,7 +52,7 @@ impl TonePeer {
                         return;
                     }
                     let to = *far.lock().expect("lock");
-                    if let Some(to) = to {
+                    if let Some(to) = to.filter(|_| !silent.load(Ordering::Relaxed)) {
                         let samples: Vec<i16> = (0..160u64)
                             .map(|i| {
                                 let t = (n + i) as f64 / 8000.0;
@@ -73,7 +78,8 @@ impl TonePeer {
             })
         };
         let receiver = {
-            let (socket, stop, heard) = (socket.clone(), stop.clone(), heard.clone());
+            let (socket, stop, heard, count) =
+                (socket.clone(), stop.clone(), heard.clone(), packets.clone());
             std::thread::spawn(move || {
                 let mut buf = [0u8; 2048];
                 let mut samples = Vec::new();
@@ -84,6 +90,7 @@ impl TonePeer {
                     let Ok(p) = RtpPacket::parse(&buf[..len]) else {
                         continue;
                     };
+                    count.fetch_add(1, Ordering::Relaxed);
                     far.lock().expect("lock").get_or_insert(from);
                     let Some(law) = Law::from_payload_type(p.payload_type) else {
                         continue;
@@ -98,8 +105,21 @@ impl TonePeer {
             hz,
             heard,
             stop,
+            silent,
+            packets,
             threads: vec![sender, receiver],
         }
+    }
+
+    /// Stops sending, for good, as a far end that vanished does (a phone
+    /// switched off, a NAT binding lost); it still counts what it receives.
+    pub fn go_silent(&self) {
+        self.silent.store(true, Ordering::Relaxed);
+    }
+
+    /// RTP packets received so far.
+    pub fn packets(&self) -> u64 {
+        self.packets.load(Ordering::Relaxed)
     }
 
     /// Samples heard so far.

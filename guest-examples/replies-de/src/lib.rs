@@ -8,7 +8,9 @@
 
 wit_bindgen::generate!({ path: "../../wit", world: "replies" });
 
-use switchboard::plugin::types::{EndReason, Error, Leg, LegFailure, LegRole, Scheme};
+use switchboard::plugin::types::{
+    EndReason, Error, LeaveReason, Leg, LegFailure, LegLeft, LegRole, Scheme,
+};
 
 fn money(micros: i64) -> String {
     let sign = if micros < 0 { "-" } else { "" };
@@ -42,6 +44,19 @@ fn role(role: LegRole) -> &'static str {
     }
 }
 
+fn left(l: &LegLeft) -> String {
+    let why = match l.reason {
+        LeaveReason::HungUp => "aufgelegt",
+        LeaveReason::MediaTimeout => "kein Ton mehr",
+        LeaveReason::SessionExpired => "Verbindung verloren",
+    };
+    format!(
+        "{} hat das Gespräch verlassen: {} ({why})",
+        role(l.role),
+        leg(&l.leg)
+    )
+}
+
 fn reason(reason: EndReason) -> &'static str {
     match reason {
         EndReason::EndedByHangup => "EndedByHangup",
@@ -52,6 +67,9 @@ fn reason(reason: EndReason) -> &'static str {
         EndReason::DestinationFailed => "DestinationFailed",
         EndReason::Shutdown => "Shutdown",
         EndReason::EndedByOperator => "EndedByOperator",
+        EndReason::MediaTimeout => "MediaTimeout",
+        EndReason::MaxDuration => "MaxDuration",
+        EndReason::SessionExpired => "SessionExpired",
     }
 }
 
@@ -85,6 +103,10 @@ fn error(e: &Error) -> String {
         Error::NumberRefused(l) => format!("Anrufe zu {} sind nicht erlaubt.", leg(l)),
         Error::CallsUnavailable => "Anrufe sind derzeit nicht möglich.".into(),
         Error::RateLimited => "Zu viele Befehle; bitte kurz warten.".into(),
+        Error::Draining => {
+            "Dieser Dienst startet gleich neu; bitte versuchen Sie es in einer Minute wieder."
+                .into()
+        }
     }
 }
 
@@ -139,6 +161,10 @@ impl Guest for GermanReplies {
             Event::CreditWarning(secs) => {
                 format!("Achtung: Ihr Guthaben reicht noch etwa {secs} Sek.")
             }
+            Event::DurationWarning(secs) => {
+                format!("Achtung: das Gespräch erreicht in etwa {secs} Sek. seine Höchstdauer und wird dann beendet.")
+            }
+            Event::LegLeft(l) => left(l),
             Event::Balance(b) => format!("Ihr Guthaben: {} {}.", money(b.amount), b.currency),
             Event::Help => "Befehle: CALLBACK Anrufer Ziel [via Anbieter1 [Anbieter2]], LIST, ADD Teilnehmer [Anbieter], DEL Teilnehmer, HANGUP, BALANCE".into(),
             Event::Error(e) => error(e),

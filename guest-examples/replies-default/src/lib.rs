@@ -6,8 +6,8 @@
 wit_bindgen::generate!({ path: "../../wit", world: "replies" });
 
 use switchboard::plugin::types::{
-    Answered, Calling, EndReason, Error, Leg, LegFailed, LegFailure, LegRole, ListedLeg, Scheme,
-    SessionEnded,
+    Answered, Calling, EndReason, Error, LeaveReason, Leg, LegFailed, LegFailure, LegLeft, LegRole,
+    ListedLeg, Scheme, SessionEnded,
 };
 
 /// Formats millionths of a unit the way the seed does: `14000` is `0.014`.
@@ -129,7 +129,23 @@ fn end_reason(reason: EndReason) -> &'static str {
         EndReason::DestinationFailed => "DestinationFailed",
         EndReason::Shutdown => "Shutdown",
         EndReason::EndedByOperator => "EndedByOperator",
+        EndReason::MediaTimeout => "MediaTimeout",
+        EndReason::MaxDuration => "MaxDuration",
+        EndReason::SessionExpired => "SessionExpired",
     }
+}
+
+fn leg_left(l: &LegLeft) -> String {
+    let why = match l.reason {
+        LeaveReason::HungUp => "hung up",
+        LeaveReason::MediaTimeout => "no audio from it",
+        LeaveReason::SessionExpired => "connection lost",
+    };
+    format!(
+        "{} party left: {} ({why})",
+        capitalised(l.role),
+        leg(&l.leg)
+    )
 }
 
 fn session_ended(e: &SessionEnded) -> String {
@@ -180,6 +196,7 @@ fn error(e: &Error) -> String {
             "Calls are not available on this host right now; no call was placed.".into()
         }
         Error::RateLimited => "You are sending commands too fast; please wait a moment.".into(),
+        Error::Draining => "This service is about to restart; please try again in a minute".into(),
     }
 }
 
@@ -194,6 +211,10 @@ fn render(event: &Event) -> String {
         Event::CreditWarning(secs) => {
             format!("Warning: your credit runs out in about {secs} secs; the call will then end.")
         }
+        Event::DurationWarning(secs) => format!(
+            "Warning: the call reaches its maximum length in about {secs} secs; it will then end."
+        ),
+        Event::LegLeft(l) => leg_left(l),
         Event::Balance(b) => format!("Your balance is {} {}.", money(b.amount), b.currency),
         Event::Help => HELP.into(),
         Event::Error(e) => error(e),

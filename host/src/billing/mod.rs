@@ -10,12 +10,14 @@
 //! - [`store`]: the database (SQLite or PostgreSQL through sqlx).
 //! - [`settler`]: group commit of settlements.
 //! - [`import`]: rate sheets in CSV.
+//! - [`lease`]: one live process per host id.
 //!
 //! [`Billing`] ties them together for the session manager: rate a number,
 //! authorise a paid leg before it is dialled, settle it when it ends.
 
 pub mod credit;
 pub mod import;
+pub mod lease;
 pub mod money;
 pub mod policy;
 pub mod rating;
@@ -126,6 +128,21 @@ pub enum BillingError {
     /// leg of the batch); the legs stay open and can be settled again.
     #[error("settlement failed: {0}")]
     Settlement(String),
+    /// Another process holds this host id's lease: it is serving calls, and
+    /// starting a second one would settle them.
+    #[error(
+        "host {host} is running (lease renewed {renewed_secs_ago} s ago); give this process another host_id"
+    )]
+    HostRunning {
+        /// The host id.
+        host: String,
+        /// How long ago its lease was renewed.
+        renewed_secs_ago: i64,
+    },
+    /// This process's lease was taken over by another process (it expired
+    /// while this one stalled): the other one has recovered this host.
+    #[error("the lease of host {0} was taken over by another process")]
+    LeaseLost(String),
     /// A rate sheet with bad rows; nothing was imported.
     #[error("rate sheet refused, nothing imported:\n{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
     Import(Vec<import::RowError>),
@@ -228,23 +245,58 @@ pub struct Billing {
     stats: StatsBook,
     policy: Policy,
     config: Config,
+    lease: Option<lease::Lease>,
 }
 
 impl Billing {
-    /// Opens the database, brings the providers in line with the
-    /// configuration (when given; `None` leaves them as they are), settles
-    /// what this host left open before a crash, loads the rates and warms
-    /// the statistics. Returns what recovery settled.
+    /// Opens the database for a tool (the billing CLI, a test): brings the
+    /// providers in line with the configuration (when given; `None` leaves
+    /// them as they are), loads the rates and warms the statistics. It
+    /// takes no lease and recovers nothing, so it is safe beside a running
+    /// host with the same `host_id`.
     pub async fn open(
         config: &Config,
         providers: Option<&[ProviderRecord]>,
-    ) -> Result<(Billing, Vec<Settlement>), BillingError> {
+    ) -> Result<Billing, BillingError> {
         let store = Store::connect(&config.database, &config.host_id).await?;
         if let Some(providers) = providers {
             store.sync_providers(providers).await?;
         }
+        Billing::assemble(config, store, None).await
+    }
+
+    /// Opens the database as the process serving this host's calls: takes
+    /// the host's lease (refused with [`BillingError::HostRunning`] while
+    /// another process holds it), then does what [`Self::open`] does and
+    /// settles what this host left open before a crash. Returns what
+    /// recovery settled. [`Self::record_progress`] renews the lease and
+    /// [`Self::close`] gives it back.
+    pub async fn open_host(
+        config: &Config,
+        providers: Option<&[ProviderRecord]>,
+    ) -> Result<(Billing, Vec<Settlement>), BillingError> {
+        let store = Store::connect(&config.database, &config.host_id).await?;
+        let token: u64 = rand::random();
+        let ttl = i64::try_from(config.progress_interval_secs * 1000)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(lease::LEASE_INTERVALS);
+        let lease = lease::Lease::new(format!("{:016x}-{}", token, std::process::id()), ttl);
+        lease.take(&store, unix_ms(SystemTime::now())).await?;
+        if let Some(providers) = providers {
+            store.sync_providers(providers).await?;
+        }
         let recovered = store.recover().await?;
+        let billing = Billing::assemble(config, store, Some(lease)).await?;
+        Ok((billing, recovered))
+    }
+
+    async fn assemble(
+        config: &Config,
+        store: Store,
+        lease: Option<lease::Lease>,
+    ) -> Result<Billing, BillingError> {
         let billing = Billing {
+            lease,
             settler: settler::Settler::spawn(store.clone(), 128),
             rates: ArcSwap::from_pointee(store.rate_table().await?),
             stats: StatsBook::new(config.stats),
@@ -258,7 +310,18 @@ impl Billing {
         for (provider, attempt) in billing.store.attempts_since(since).await? {
             billing.stats.record(&provider, attempt);
         }
-        Ok((billing, recovered))
+        Ok(billing)
+    }
+
+    /// Gives back the host's lease (if this process holds it) and closes
+    /// the database: the next start need not wait for the lease to expire.
+    pub async fn close(&self) {
+        if let Some(lease) = &self.lease
+            && let Err(e) = lease.release(&self.store).await
+        {
+            tracing::warn!(error = %e, "cannot give back the host lease");
+        }
+        self.store.close().await;
     }
 
     /// The database.
@@ -392,15 +455,17 @@ impl Billing {
         Ok(credit.remaining(now))
     }
 
-    /// The leg answered: billing starts.
+    /// The leg answered: billing starts. `sip_call_id` (the call's SIP
+    /// Call-ID) goes into its CDR, for matching a trunk's records.
     pub async fn answered(
         &self,
         credit: &mut SessionCredit<String>,
         leg_id: &str,
+        sip_call_id: Option<&str>,
         now: Instant,
         now_ms: i64,
     ) -> Result<(), BillingError> {
-        self.store.answered(leg_id, now_ms).await?;
+        self.store.answered(leg_id, now_ms, sip_call_id).await?;
         credit.answered(now, &leg_id.to_string());
         Ok(())
     }
@@ -428,6 +493,11 @@ impl Billing {
     /// [`Self::progress_interval`]); after a crash they are billed up to
     /// the last mark. Returns how many legs were marked.
     pub async fn record_progress(&self, now_ms: i64) -> Result<u64, BillingError> {
+        if let Some(lease) = &self.lease
+            && !lease.renew(&self.store, now_ms).await?
+        {
+            return Err(BillingError::LeaseLost(self.config.host_id.clone()));
+        }
         self.settler.record_progress(now_ms).await
     }
 

@@ -181,6 +181,8 @@ pub struct Cdr {
     pub sip_status: Option<u16>,
     /// Why it ended.
     pub end_reason: Option<String>,
+    /// Its SIP Call-ID, once answered.
+    pub sip_call_id: Option<String>,
 }
 
 /// One rate of an import, checked.
@@ -197,12 +199,24 @@ pub struct RateRow {
 /// The connection to the billing database, as one host.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: AnyPool,
+    pub(super) pool: AnyPool,
     backend: Backend,
-    host: String,
+    pub(super) host: String,
 }
 
-const MIGRATION: &str = include_str!("../../migrations/0001_billing.sql");
+/// The schema, in order; a database is brought up to the last.
+const MIGRATIONS: [(i64, &str, &str); 2] = [
+    (
+        1,
+        "billing",
+        include_str!("../../migrations/0001_billing.sql"),
+    ),
+    (
+        2,
+        "host leases, Call-IDs",
+        include_str!("../../migrations/0002_leases_call_ids.sql"),
+    ),
+];
 
 /// Most legs settled in one transaction.
 const MAX_BATCH: usize = 128;
@@ -334,13 +348,20 @@ impl Store {
             .connect_with(options)
             .await?;
         let migrator = Migrator {
-            migrations: Cow::Owned(vec![Migration::new(
-                1,
-                Cow::Borrowed("billing"),
-                MigrationType::Simple,
-                Cow::Borrowed(MIGRATION),
-                false,
-            )]),
+            migrations: Cow::Owned(
+                MIGRATIONS
+                    .iter()
+                    .map(|(version, name, sql)| {
+                        Migration::new(
+                            *version,
+                            Cow::Borrowed(*name),
+                            MigrationType::Simple,
+                            Cow::Borrowed(*sql),
+                            false,
+                        )
+                    })
+                    .collect(),
+            ),
             ..Migrator::DEFAULT
         };
         migrator.run(&pool).await?;
@@ -975,14 +996,21 @@ impl Store {
         Ok(inserted.rows_affected() == 1)
     }
 
-    /// Records that the leg answered: its billed time starts here.
-    pub async fn answered(&self, leg_id: &str, at_ms: i64) -> Result<(), BillingError> {
+    /// Records that the leg answered: its billed time starts here. The
+    /// SIP Call-ID, when given, is kept with it.
+    pub async fn answered(
+        &self,
+        leg_id: &str,
+        at_ms: i64,
+        sip_call_id: Option<&str>,
+    ) -> Result<(), BillingError> {
         sqlx::query(
-            "UPDATE cdrs SET answered_ms = $2, progress_ms = $2 \
+            "UPDATE cdrs SET answered_ms = $2, progress_ms = $2, sip_call_id = $3 \
              WHERE leg_id = $1 AND answered_ms IS NULL AND settled = 0",
         )
         .bind(leg_id)
         .bind(at_ms)
+        .bind(sip_call_id)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -1285,7 +1313,7 @@ impl Store {
     pub async fn cdrs(&self, account: &str, limit: u32) -> Result<Vec<Cdr>, BillingError> {
         let rows = sqlx::query(
             "SELECT leg_id, session_id, role, address, provider, price_per_minute, started_ms, \
-             answered_ms, ended_ms, billed_secs, cost, sip_status, end_reason FROM cdrs \
+             answered_ms, ended_ms, billed_secs, cost, sip_status, end_reason, sip_call_id FROM cdrs \
              WHERE account = $1 ORDER BY started_ms DESC, leg_id LIMIT $2",
         )
         .bind(account)
@@ -1312,6 +1340,7 @@ impl Store {
                         .try_get::<Option<i64>, _>("sip_status")?
                         .and_then(|s| u16::try_from(s).ok()),
                     end_reason: r.try_get("end_reason")?,
+                    sip_call_id: r.try_get("sip_call_id")?,
                 })
             })
             .collect()

@@ -53,6 +53,11 @@ pub struct MediaConfig {
     /// Ask the kernel for receive timestamps, so that arrival times (jitter
     /// buffer, RTCP jitter) are exact rather than on the 20 ms read grid.
     pub receive_timestamps: bool,
+    /// How long an answered leg may send neither RTP nor RTCP before the
+    /// session ends it (the session sets it on each leg's [`LegConfig`]).
+    pub rtp_timeout: std::time::Duration,
+    /// The same while the leg is on hold.
+    pub hold_timeout: std::time::Duration,
 }
 
 impl Default for MediaConfig {
@@ -65,6 +70,8 @@ impl Default for MediaConfig {
             cname: "switchboard@localhost".into(),
             cpu: None,
             receive_timestamps: true,
+            rtp_timeout: std::time::Duration::from_secs(30),
+            hold_timeout: std::time::Duration::from_secs(3600),
         }
     }
 }
@@ -578,7 +585,7 @@ impl Worker {
             }
             Command::UpdateLeg(conference, leg, config) => {
                 if let Some(room) = self.conferences.get_mut(&conference)
-                    && let Err(e) = room.core.update_leg(leg, config)
+                    && let Err(e) = room.core.update_leg(now, leg, config)
                 {
                     tracing::warn!(%leg, "cannot update leg: {e}");
                 }

@@ -53,10 +53,21 @@ pub struct LegConfig {
     pub telephone_event: Option<u8>,
     /// Jitter buffer bounds.
     pub jitter: JitterConfig,
+    /// Whether we send it RTP (false while it holds the call with
+    /// `sendonly`, `inactive` or `c=0.0.0.0`: RFC 3264 §8.4). RTCP goes on.
+    pub send: bool,
+    /// Whether its audio goes into the mix (false while it said `recvonly`
+    /// or `inactive`).
+    pub receive: bool,
+    /// How long the leg may send neither RTP nor RTCP before
+    /// [`MediaEvent::TimedOut`]; none: forever. Counted from the last packet,
+    /// or from when the leg was added or updated.
+    pub timeout: Option<Duration>,
 }
 
 impl LegConfig {
-    /// A leg speaking `law` to `remote`, with telephone-event on 101.
+    /// A leg speaking `law` to `remote`, with telephone-event on 101, both
+    /// ways, with no media timeout.
     pub fn new(law: Law, remote: Option<SocketAddr>) -> Self {
         LegConfig {
             law,
@@ -64,7 +75,23 @@ impl LegConfig {
             remote_rtcp: None,
             telephone_event: Some(101),
             jitter: JitterConfig::default(),
+            send: true,
+            receive: true,
+            timeout: None,
         }
+    }
+
+    /// The same with a media timeout.
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The same with the directions: `send` RTP to it, `receive` its audio.
+    pub fn with_flow(mut self, send: bool, receive: bool) -> Self {
+        self.send = send;
+        self.receive = receive;
+        self
     }
 }
 
@@ -119,6 +146,15 @@ pub enum MediaEvent {
         /// Which leg.
         leg: LegId,
     },
+    /// The leg sent neither RTP nor RTCP for its configured timeout (the
+    /// far end vanished: a phone switched off, a NAT binding lost). Sent
+    /// once per leg until it is heard again or updated.
+    TimedOut {
+        /// Which leg.
+        leg: LegId,
+        /// When it was last heard (or added, if never): what it is billed to.
+        last_heard: Instant,
+    },
 }
 
 /// What is known about one leg's media, in both directions.
@@ -170,6 +206,10 @@ struct Leg {
     speaking: bool,
     next_rtcp: Instant,
     stats: LegStats,
+    /// The last packet (RTP or RTCP) from it, or when it was added/updated.
+    last_heard: Instant,
+    /// [`MediaEvent::TimedOut`] was sent for the current silence.
+    timed_out: bool,
 }
 
 /// One conference: its legs, its clock and its queues.
@@ -243,6 +283,8 @@ impl Conference {
             speaking: false,
             next_rtcp: now + offset,
             stats: LegStats::default(),
+            last_heard: now,
+            timed_out: false,
         });
         if self.next_tick.is_none() {
             self.next_tick = Some(now + FRAME);
@@ -263,9 +305,17 @@ impl Conference {
         Ok(self.leg_stats_of(&leg))
     }
 
-    /// Updates a leg's far end (an SDP answer or re-INVITE arrived).
-    pub fn update_leg(&mut self, id: LegId, config: LegConfig) -> Result<(), MediaError> {
+    /// Updates a leg's far end (an SDP answer or re-INVITE arrived); its
+    /// media timeout counts again from `now`.
+    pub fn update_leg(
+        &mut self,
+        now: Instant,
+        id: LegId,
+        config: LegConfig,
+    ) -> Result<(), MediaError> {
         let leg = self.leg_mut(id)?;
+        leg.last_heard = leg.last_heard.max(now);
+        leg.timed_out = false;
         if config.remote != leg.config.remote {
             leg.remote = config.remote;
             leg.latched = None;
@@ -406,7 +456,10 @@ impl Conference {
             }
         }
         leg.stats.packets_received += 1;
+        leg.last_heard = now;
+        leg.timed_out = false;
         match kind {
+            Payload::Audio if !leg.config.receive => {}
             Payload::Audio => {
                 if leg.receive.record(&packet, now, self.epoch, CLOCK_RATE) == SeqVerdict::Restart {
                     tracing::debug!(leg = %leg.id, ssrc = packet.ssrc, "far end restarted its stream");
@@ -437,6 +490,8 @@ impl Conference {
         let leg = &mut self.legs[i];
         let packets = rtcp::parse(bytes)?;
         leg.stats.rtcp_received += 1;
+        leg.last_heard = now;
+        leg.timed_out = false;
         if leg.config.remote_rtcp.is_none() {
             leg.remote_rtcp = Some(from);
         }
@@ -504,6 +559,22 @@ impl Conference {
         }
         let mut out = [0i16; FRAME_SAMPLES];
         for leg in &mut self.legs {
+            if let Some(timeout) = leg.config.timeout
+                && !leg.timed_out
+                && now.saturating_duration_since(leg.last_heard) >= timeout
+            {
+                leg.timed_out = true;
+                self.events.push_back(MediaEvent::TimedOut {
+                    leg: leg.id,
+                    last_heard: leg.last_heard,
+                });
+            }
+            if !leg.config.send {
+                // On hold: nothing to it, but its reports go on.
+                leg.sender.skip(FRAME_SAMPLES as u32);
+                Self::report_due(leg, &self.ntp, now, &self.cname, &mut self.transmits);
+                continue;
+            }
             let Some(to) = leg.remote else {
                 // Nowhere to send yet: keep the numbering moving with time.
                 leg.sender.skip(FRAME_SAMPLES as u32);
@@ -549,19 +620,31 @@ impl Conference {
                 to,
                 bytes,
             });
-            if now >= leg.next_rtcp {
-                leg.next_rtcp = now + RTCP_INTERVAL;
-                if let Some(to) = leg.remote_rtcp {
-                    let bytes = report(leg, &self.ntp, now, &self.cname);
-                    leg.stats.rtcp_sent += 1;
-                    self.transmits.push_back(Transmit {
-                        leg: leg.id,
-                        channel: Channel::Rtcp,
-                        to,
-                        bytes,
-                    });
-                }
-            }
+            Self::report_due(leg, &self.ntp, now, &self.cname, &mut self.transmits);
+        }
+    }
+
+    /// Queues the leg's RTCP report if one is due.
+    fn report_due(
+        leg: &mut Leg,
+        ntp: &NtpClock,
+        now: Instant,
+        cname: &str,
+        transmits: &mut VecDeque<Transmit>,
+    ) {
+        if now < leg.next_rtcp {
+            return;
+        }
+        leg.next_rtcp = now + RTCP_INTERVAL;
+        if let Some(to) = leg.remote_rtcp {
+            let bytes = report(leg, ntp, now, cname);
+            leg.stats.rtcp_sent += 1;
+            transmits.push_back(Transmit {
+                leg: leg.id,
+                channel: Channel::Rtcp,
+                to,
+                bytes,
+            });
         }
     }
 

@@ -474,3 +474,128 @@ fn legs_come_and_go() {
     assert_mix_minus(&ends);
     assert_eq!(conf.len(), 2);
 }
+
+/// RFC 3264 §8.4 and §5.1: a leg that holds with `sendonly` gets no RTP
+/// (its RTCP reports go on) and is still heard; `inactive` is neither way;
+/// resuming restores the mix.
+#[test]
+fn hold_stops_what_we_send_and_resume_restores_it() {
+    let t0 = Instant::now();
+    let (mut conf, mut ends) = three_legs(t0);
+    run(&mut conf, &mut ends, t0, 50, |_, _| Fate::Deliver);
+    let heard_before = ends[0].heard.len();
+    // Leg 1 holds (sendonly from it: we send nothing to it).
+    let held = LegConfig::new(Law::Ulaw, Some(ends[0].addr)).with_flow(false, true);
+    let t1 = t0 + FRAME * 50;
+    conf.update_leg(t1, ends[0].leg, held).unwrap();
+    let sent_before = conf.leg_stats(ends[0].leg).unwrap().packets_sent;
+    let mut reports = 0;
+    for k in 0..300 {
+        let now = t1 + FRAME * k + Duration::from_millis(3);
+        for end in ends.iter_mut() {
+            let bytes = end.packet(now);
+            conf.handle_input(now, end.leg, Channel::Rtp, end.addr, &bytes)
+                .unwrap();
+        }
+        conf.handle_timeout(t1 + FRAME * (k + 1));
+        reports += deliver(&mut conf, &mut ends)
+            .iter()
+            .filter(|t| t.leg == ends[0].leg)
+            .count();
+    }
+    assert_eq!(ends[0].heard.len(), heard_before, "RTP reached a held leg");
+    assert_eq!(
+        conf.leg_stats(ends[0].leg).unwrap().packets_sent,
+        sent_before
+    );
+    assert!(reports >= 1, "RTCP to a held leg stops");
+    // The others still hear it.
+    for other in &ends[1..] {
+        let tail = &other.heard[other.heard.len() - 8000..];
+        assert!(median_power_ratio(tail, 440.0, 400) > 0.3);
+    }
+
+    // Inactive: neither way. The others stop hearing it.
+    let t2 = t1 + FRAME * 300;
+    let inactive = LegConfig::new(Law::Ulaw, Some(ends[0].addr)).with_flow(false, false);
+    conf.update_leg(t2, ends[0].leg, inactive).unwrap();
+    run(&mut conf, &mut ends, t2, 100, |_, _| Fate::Deliver);
+    assert_eq!(ends[0].heard.len(), heard_before);
+    for other in &ends[1..] {
+        let tail = &other.heard[other.heard.len() - 8000..];
+        assert!(median_power_ratio(tail, 440.0, 400) < 0.01);
+    }
+
+    // Resume: the mix comes back, both ways.
+    let t3 = t2 + FRAME * 100;
+    conf.update_leg(
+        t3,
+        ends[0].leg,
+        LegConfig::new(Law::Ulaw, Some(ends[0].addr)),
+    )
+    .unwrap();
+    run(&mut conf, &mut ends, t3, 100, |_, _| Fate::Deliver);
+    assert!(ends[0].heard.len() >= heard_before + 99 * FRAME_SAMPLES);
+    assert_mix_minus(&ends);
+}
+
+/// A leg that goes silent (no RTP, no RTCP) for its timeout is reported
+/// once, with the time of its last packet; a packet or an update rearms it.
+#[test]
+fn a_silent_leg_times_out_once_at_its_last_packet() {
+    let t0 = Instant::now();
+    let (mut conf, mut ends) = three_legs(t0);
+    let timeout = Duration::from_secs(30);
+    conf.update_leg(
+        t0,
+        ends[0].leg,
+        LegConfig::new(Law::Ulaw, Some(ends[0].addr)).with_timeout(Some(timeout)),
+    )
+    .unwrap();
+    run(&mut conf, &mut ends, t0, 100, |_, _| Fate::Deliver);
+    let last = t0 + FRAME * 99 + Duration::from_millis(3);
+    // Leg 1 vanishes; the others keep talking.
+    let t1 = t0 + FRAME * 100;
+    let mut timed_out = Vec::new();
+    for k in 0..(31 * 50) {
+        let now = t1 + FRAME * k + Duration::from_millis(3);
+        for end in ends[1..].iter_mut() {
+            let bytes = end.packet(now);
+            conf.handle_input(now, end.leg, Channel::Rtp, end.addr, &bytes)
+                .unwrap();
+        }
+        conf.handle_timeout(t1 + FRAME * (k + 1));
+        deliver(&mut conf, &mut ends);
+        while let Some(e) = conf.poll_event() {
+            if let MediaEvent::TimedOut { leg, last_heard } = e {
+                timed_out.push((leg, last_heard, t1 + FRAME * (k + 1)));
+            }
+        }
+    }
+    assert_eq!(timed_out.len(), 1, "{timed_out:?}");
+    let (leg, last_heard, at) = timed_out[0];
+    assert_eq!(leg, ends[0].leg);
+    assert_eq!(last_heard, last);
+    assert!(
+        at >= last + timeout && at <= last + timeout + FRAME,
+        "{at:?}"
+    );
+    // The legs without a timeout never time out (the other two were
+    // heard throughout anyway).
+    // Heard again: rearmed, and silent again for the timeout: once more.
+    let t2 = t1 + FRAME * (31 * 50);
+    let bytes = ends[0].packet(t2);
+    conf.handle_input(t2, ends[0].leg, Channel::Rtp, ends[0].addr, &bytes)
+        .unwrap();
+    conf.handle_timeout(t2 + timeout + FRAME);
+    let again: Vec<_> = std::iter::from_fn(|| conf.poll_event())
+        .filter(|e| matches!(e, MediaEvent::TimedOut { .. }))
+        .collect();
+    assert_eq!(
+        again,
+        [MediaEvent::TimedOut {
+            leg: ends[0].leg,
+            last_heard: t2
+        }]
+    );
+}

@@ -18,8 +18,9 @@ use wasmtime::Store;
 use super::sandbox::{Failure, Runtime, Sandbox};
 use super::types::{
     Account, AddArgs, Answered, Balance, CallbackArgs, Calling, Candidate, Command, EndReason,
-    Error, Event, Failover, InsufficientCredit, Leg, LegFailed, LegFailure, LegRole, ListedLeg,
-    ParseError, ProviderStats, RouteRequest, Scheme, SessionEnded, SipFailure, WrongState,
+    Error, Event, Failover, InsufficientCredit, LeaveReason, Leg, LegFailed, LegFailure, LegLeft,
+    LegRole, ListedLeg, ParseError, ProviderStats, RouteRequest, Scheme, SessionEnded, SipFailure,
+    WrongState,
 };
 use super::validate;
 use super::world::{Parser, Replies, Router, World};
@@ -486,6 +487,23 @@ fn replies_cases(draw: &mut Draw) -> Vec<(Event, Vec<String>)> {
             vec![secs.to_string()],
         ),
         (Event::CreditWarning(warning), vec![warning.to_string()]),
+        (Event::DurationWarning(warning), vec![warning.to_string()]),
+        (
+            Event::LegLeft(LegLeft {
+                role: LegRole::Additional,
+                leg: phone(&added),
+                reason: LeaveReason::HungUp,
+            }),
+            vec![added.clone()],
+        ),
+        (
+            Event::SessionEnded(SessionEnded {
+                charged_secs: secs,
+                cost: 16_058,
+                reason: EndReason::MediaTimeout,
+            }),
+            vec![secs.to_string()],
+        ),
         (
             Event::Balance(Balance {
                 amount: 4_500_000,
@@ -530,6 +548,7 @@ fn replies_cases(draw: &mut Draw) -> Vec<(Event, Vec<String>)> {
         ),
         (Event::Error(Error::CallsUnavailable), vec![]),
         (Event::Error(Error::RateLimited), vec![]),
+        (Event::Error(Error::Draining), vec![]),
     ]
 }
 

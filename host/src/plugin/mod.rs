@@ -62,6 +62,10 @@ use slot::Slot;
 use types::{Attempt, Command, Event, Failover, ParseError, RouteRequest};
 use world::{Parser, Replies, Router};
 
+/// The version of the plugin contract (the `switchboard:plugin` package of
+/// `wit/`) this host speaks. Plugins must be built against exactly it.
+pub const PACKAGE_VERSION: &str = "0.2.0";
+
 /// Errors of the plugin runtime.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
@@ -94,9 +98,16 @@ pub enum PluginError {
     Compile(String),
     /// The component imports something the host does not give plugins.
     #[error(
-        "the plugin imports {0}, which plugins are not given (only switchboard:plugin/host@0.1 and the standard library's stdio stubs are)"
+        "the plugin imports {0}, which plugins are not given (only switchboard:plugin/host and the standard library's stdio stubs are)"
     )]
     Import(String),
+    /// The component was built against another version of the plugin
+    /// contract (`wit/`): rebuild it against this host's.
+    #[error("built for switchboard:plugin@{built}, this host speaks {PACKAGE_VERSION}")]
+    Version {
+        /// The version it was built for.
+        built: String,
+    },
     /// The component does not implement the slot's world.
     #[error("the plugin does not implement the {slot} world: {reason}")]
     WrongWorld {

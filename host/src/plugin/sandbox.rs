@@ -551,15 +551,26 @@ impl Drop for Runtime {
 
 /// Refuses any import the host neither provides nor stubs.
 fn check_imports(engine: &Engine, component: &Component) -> Result<(), PluginError> {
-    for (name, _) in component.component_type().imports(engine) {
+    let ty = component.component_type();
+    // A plugin built against another version of the contract is named as
+    // such, before the type check would give a less helpful error.
+    let ours = |name: &str| {
         let (interface, version) = name.split_once('@').unwrap_or((name, ""));
+        if interface.starts_with("switchboard:plugin/") && version != super::PACKAGE_VERSION {
+            return Err(PluginError::Version {
+                built: version.to_string(),
+            });
+        }
+        Ok(())
+    };
+    for (name, _) in ty.exports(engine) {
+        ours(name)?;
+    }
+    for (name, _) in ty.imports(engine) {
+        ours(name)?;
+        let (interface, _) = name.split_once('@').unwrap_or((name, ""));
         if PROVIDED.contains(&interface) {
-            if version.starts_with("0.1.") {
-                continue;
-            }
-            return Err(PluginError::Import(format!(
-                "{name} (this host speaks {interface}@0.1)"
-            )));
+            continue;
         }
         if STD_STUBS.contains(&interface) {
             continue;

@@ -5,8 +5,8 @@
 //! is the session task's business ([`super::task`]).
 
 use crate::plugin::types::{
-    Answered, Calling, Command, EndReason, Error, Event, Leg, LegFailed, LegFailure, LegRole,
-    ListedLeg, WrongState,
+    Answered, Calling, Command, EndReason, Error, Event, LeaveReason, Leg, LegFailed, LegFailure,
+    LegLeft, LegRole, ListedLeg, WrongState,
 };
 
 /// Identifies a leg within its session.
@@ -58,8 +58,9 @@ pub enum Input {
     Answered(LegKey),
     /// The leg could not be reached (every attempt is over).
     Failed(LegKey, LegFailure),
-    /// An answered leg hung up.
-    HungUp(LegKey),
+    /// An answered leg ended by itself: it hung up, went silent
+    /// (`media-timeout`) or its session timer ran out.
+    Left(LegKey, LeaveReason),
     /// The leg was refused before it was dialled (no credit, a refused
     /// number, an unknown provider): the owner is told why.
     Refused(LegKey, Error),
@@ -67,6 +68,10 @@ pub enum Input {
     CreditWarning(u32),
     /// The credit clock ran out.
     CreditExhausted,
+    /// The call reaches the maximum call length in this many seconds.
+    DurationWarning(u32),
+    /// The call reached the maximum call length.
+    MaxDuration,
     /// The host is shutting down.
     Shutdown,
     /// An operator ended the session.
@@ -263,7 +268,7 @@ impl Session {
                 }
                 out
             }
-            Input::HungUp(key) => {
+            Input::Left(key, reason) => {
                 let Some(leg) = self.leg_mut(key) else {
                     return Vec::new();
                 };
@@ -271,14 +276,25 @@ impl Session {
                     return Vec::new();
                 }
                 leg.status = Status::Gone;
-                match leg.role {
-                    LegRole::Source => self.end(EndReason::EndedBySource),
-                    LegRole::Destination => self.end(EndReason::EndedByDestination),
-                    LegRole::Additional => vec![Action::Tell(Event::LegList(self.connected()))],
-                }
+                let ended = match (leg.role, reason) {
+                    (LegRole::Additional, _) => {
+                        return vec![Action::Tell(Event::LegLeft(LegLeft {
+                            role: leg.role,
+                            leg: leg.leg.clone(),
+                            reason,
+                        }))];
+                    }
+                    (_, LeaveReason::MediaTimeout) => EndReason::MediaTimeout,
+                    (_, LeaveReason::SessionExpired) => EndReason::SessionExpired,
+                    (LegRole::Source, LeaveReason::HungUp) => EndReason::EndedBySource,
+                    (LegRole::Destination, LeaveReason::HungUp) => EndReason::EndedByDestination,
+                };
+                self.end(ended)
             }
             Input::CreditWarning(secs) => vec![Action::Tell(Event::CreditWarning(secs))],
             Input::CreditExhausted => self.end(EndReason::CreditExhausted),
+            Input::DurationWarning(secs) => vec![Action::Tell(Event::DurationWarning(secs))],
+            Input::MaxDuration => self.end(EndReason::MaxDuration),
             Input::Shutdown => self.end(EndReason::Shutdown),
             Input::EndedByOperator => self.end(EndReason::EndedByOperator),
         }
@@ -524,7 +540,7 @@ mod tests {
         );
         assert_eq!(s.phase(), Phase::Ended);
         // News of a dropped leg after the end changes nothing.
-        assert!(s.handle(Input::HungUp(0)).is_empty());
+        assert!(s.handle(Input::Left(0, LeaveReason::HungUp)).is_empty());
     }
 
     #[test]
@@ -535,17 +551,59 @@ mod tests {
             provider: None,
         })));
         s.handle(Input::Answered(2));
-        let out = s.handle(Input::HungUp(2));
-        assert_eq!(tells(&out).len(), 1, "the user sees the remaining legs");
+        let out = s.handle(Input::Left(2, LeaveReason::HungUp));
+        assert_eq!(
+            tells(&out),
+            [Event::LegLeft(LegLeft {
+                role: LegRole::Additional,
+                leg: phone("33123456789"),
+                reason: LeaveReason::HungUp,
+            })],
+            "the user is told who left"
+        );
         assert_eq!(s.phase(), Phase::Connected);
-        let out = s.handle(Input::HungUp(1));
+        let out = s.handle(Input::Left(1, LeaveReason::HungUp));
         assert_eq!(
             out,
             vec![Action::Drop(0), Action::End(EndReason::EndedByDestination)]
         );
         let mut s = connected();
-        let out = s.handle(Input::HungUp(0));
+        let out = s.handle(Input::Left(0, LeaveReason::HungUp));
         assert_eq!(out.last(), Some(&Action::End(EndReason::EndedBySource)));
+    }
+
+    #[test]
+    fn a_silent_additional_leaves_a_silent_source_or_destination_ends_it() {
+        let mut s = connected();
+        s.handle(Input::Command(Command::Add(AddArgs {
+            leg: phone("33123456789"),
+            provider: None,
+        })));
+        s.handle(Input::Answered(2));
+        let out = s.handle(Input::Left(2, LeaveReason::MediaTimeout));
+        assert!(matches!(
+            &tells(&out)[..],
+            [Event::LegLeft(LegLeft {
+                reason: LeaveReason::MediaTimeout,
+                ..
+            })]
+        ));
+        assert_eq!(s.phase(), Phase::Connected);
+        let out = s.handle(Input::Left(0, LeaveReason::MediaTimeout));
+        assert_eq!(
+            out,
+            vec![Action::Drop(1), Action::End(EndReason::MediaTimeout)]
+        );
+        let mut s = connected();
+        let out = s.handle(Input::Left(1, LeaveReason::SessionExpired));
+        assert_eq!(out.last(), Some(&Action::End(EndReason::SessionExpired)));
+        let mut s = connected();
+        assert_eq!(
+            tells(&s.handle(Input::DurationWarning(60))),
+            [Event::DurationWarning(60)]
+        );
+        let out = s.handle(Input::MaxDuration);
+        assert_eq!(out.last(), Some(&Action::End(EndReason::MaxDuration)));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::SessionConfig;
 use super::task::{Message, SessionTask, send_notice};
 use crate::billing::{Billing, unix_ms};
 use crate::chat::Sessions;
-use crate::media::{EngineEvent, MediaEngine};
+use crate::media::{ConferenceId, EngineEvent, MediaEngine};
 use crate::plugin::PluginHost;
 use crate::plugin::types::{Balance, Command, EndReason, Error, Event, Leg, Scheme, WrongState};
 use crate::sip::SipService;
@@ -50,6 +50,8 @@ pub struct Services {
     live: Mutex<HashMap<String, Vec<Live>>>,
     up: Mutex<HashMap<String, bool>>,
     count: watch::Sender<usize>,
+    /// Each live session's inbox by its conference, for the mixer's events.
+    media_inboxes: Mutex<HashMap<ConferenceId, mpsc::UnboundedSender<Message>>>,
 }
 
 /// What sessions have done since the host started (for `/metrics`).
@@ -68,7 +70,7 @@ pub struct SessionCounters {
 }
 
 /// Every end reason, in the order of [`SessionCounters::ended`].
-pub const END_REASONS: [EndReason; 8] = [
+pub const END_REASONS: [EndReason; 11] = [
     EndReason::EndedByHangup,
     EndReason::EndedBySource,
     EndReason::EndedByDestination,
@@ -77,6 +79,9 @@ pub const END_REASONS: [EndReason; 8] = [
     EndReason::DestinationFailed,
     EndReason::Shutdown,
     EndReason::EndedByOperator,
+    EndReason::MediaTimeout,
+    EndReason::MaxDuration,
+    EndReason::SessionExpired,
 ];
 
 impl SessionCounters {
@@ -93,6 +98,20 @@ struct Live {
 }
 
 impl Services {
+    /// Sends the mixer's events about `conference` to `inbox` from now on
+    /// (none: no longer).
+    pub(super) fn media_inbox(
+        &self,
+        conference: ConferenceId,
+        inbox: Option<mpsc::UnboundedSender<Message>>,
+    ) {
+        let mut map = self.media_inboxes.lock().unwrap_or_else(|e| e.into_inner());
+        match inbox {
+            Some(inbox) => map.insert(conference, inbox),
+            None => map.remove(&conference),
+        };
+    }
+
     pub(super) fn tell(&self, to: &str, event: Event) {
         send_notice(&self.notices, to, event);
     }
@@ -231,6 +250,7 @@ impl SessionManager {
             live: Mutex::new(HashMap::new()),
             up: Mutex::new(HashMap::new()),
             count,
+            media_inboxes: Mutex::new(HashMap::new()),
         });
         let mut tasks = Vec::new();
         let billing = Arc::clone(&services.billing);
@@ -239,14 +259,31 @@ impl SessionManager {
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 every.tick().await;
-                if let Err(e) = billing.record_progress(unix_ms(SystemTime::now())).await {
-                    tracing::warn!(error = %e, "cannot mark call progress");
+                match billing.record_progress(unix_ms(SystemTime::now())).await {
+                    Ok(_) => {}
+                    Err(e @ crate::billing::BillingError::LeaseLost(_)) => {
+                        tracing::error!(error = %e, "another process serves this host id now");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot mark call progress"),
                 }
             }
         }));
+        let weak = Arc::downgrade(&services);
         tasks.push(tokio::spawn(async move {
             while let Some(e) = media_events.recv().await {
                 tracing::debug!(conference = e.conference.0, event = ?e.event, "media");
+                let Some(services) = weak.upgrade() else {
+                    return;
+                };
+                let inbox = services
+                    .media_inboxes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&e.conference)
+                    .cloned();
+                if let Some(inbox) = inbox {
+                    let _ = inbox.send(Message::Media(e.event));
+                }
             }
         }));
         let weak = Arc::downgrade(&services);

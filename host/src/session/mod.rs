@@ -3,12 +3,14 @@
 //! is billed.
 //!
 //! - [`machine`]: one session's rules as a pure state machine.
+//! - [`duration`]: the maximum call length (sans-IO).
 //! - [`target`]: where a leg is rung (provider, direct SIP URI, IM gateway).
 //! - [`task`]: the tokio task that runs one session's machine against the
 //!   router plugin, SIP, the mixer and billing.
 //! - [`manager`]: every live session of the host; the chat's
 //!   [`crate::chat::Sessions`].
 
+pub mod duration;
 pub mod machine;
 pub mod manager;
 pub mod target;
@@ -69,6 +71,10 @@ pub struct SessionConfig {
     /// is not rung again through another provider, whatever the router
     /// plugin says. On by default.
     pub never_ring_busy_again: bool,
+    /// The longest a call may last, from the source's answer; the owner is
+    /// warned a minute before. A safety net for legs whose far end is gone
+    /// without our noticing. Default 4 hours.
+    pub max_call_secs: u64,
 }
 
 impl Default for SessionConfig {
@@ -79,6 +85,7 @@ impl Default for SessionConfig {
             gateways: BTreeMap::new(),
             sip_legs: target::SipLegs::default(),
             never_ring_busy_again: true,
+            max_call_secs: 4 * 3600,
         }
     }
 }
@@ -96,6 +103,12 @@ impl SessionConfig {
             return Err(format!(
                 "sessions.ring_timeout_secs = {} is not between 5 and 300",
                 self.ring_timeout_secs
+            ));
+        }
+        if !(60..=7 * 86_400).contains(&self.max_call_secs) {
+            return Err(format!(
+                "sessions.max_call_secs = {} is not between 60 and 604800",
+                self.max_call_secs
             ));
         }
         for (scheme, template) in &self.gateways {

@@ -159,6 +159,16 @@ pub fn scheme_name(scheme: &Scheme) -> &str {
     }
 }
 
+/// A leg role's name, as views, logs and CDRs write it.
+pub fn role_name(role: crate::plugin::types::LegRole) -> &'static str {
+    use crate::plugin::types::LegRole;
+    match role {
+        LegRole::Source => "source",
+        LegRole::Destination => "destination",
+        LegRole::Additional => "additional",
+    }
+}
+
 /// The SIP URI a gateway template gives for `user`; the template must hold
 /// `{user}` and make a SIP URI.
 pub fn gateway_uri(template: &str, user: &str) -> Result<TargetUri, TargetError> {

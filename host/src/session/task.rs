@@ -9,21 +9,22 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 
+use super::duration::{CallLimit, LimitEvent};
 use super::machine::{Action, Input, LegKey, Session};
 use super::manager::{Notice, Services};
-use super::target::{self, Target, TargetError};
+use super::target::{self, Target, TargetError, role_name};
 use crate::billing::{
     AttemptOutcome, BillingError, CreditEvent, LegEnd, LegStart, Micros, Rate, SessionCredit,
     Settlement, unix_ms,
 };
-use crate::media::{ConferenceId, Law, LegConfig, LegHandle, Playback, Tone};
+use crate::media::{ConferenceId, Law, LegConfig, LegHandle, MediaEvent, Playback, Tone};
 use crate::plugin::callee_refused;
 use crate::plugin::types::{
     Account, Attempt, CallbackArgs, Candidate, Command, EndReason, Error, Event, Failover,
-    InsufficientCredit, Leg, LegFailure, LegRole, ProviderStats, RouteRequest, SessionEnded,
-    SipFailure,
+    InsufficientCredit, LeaveReason, Leg, LegFailure, LegRole, ProviderStats, RouteRequest,
+    SessionEnded, SipFailure,
 };
-use crate::sip::{AudioSdp, CallEvent, CallId, CallRequest, Codec};
+use crate::sip::{AudioSdp, CallEvent, CallId, CallRequest, Codec, Direction};
 
 /// What reaches a session task.
 #[derive(Debug)]
@@ -45,6 +46,8 @@ pub enum Message {
     EndByOperator,
     /// Describe the session's legs.
     Describe(tokio::sync::oneshot::Sender<super::SessionView>),
+    /// Something the mixer saw on one of the session's legs.
+    Media(MediaEvent),
 }
 
 /// How a leg is being reached.
@@ -77,6 +80,8 @@ struct LegRun {
     answered: Option<Instant>,
     /// Whether its media leg is still in the conference.
     in_mix: bool,
+    /// The current attempt's SIP Call-ID, once placed.
+    sip_call_id: Option<String>,
 }
 
 /// One running session.
@@ -85,6 +90,7 @@ pub struct SessionTask {
     owner: String,
     machine: Session,
     credit: SessionCredit<String>,
+    limit: CallLimit,
     services: Arc<Services>,
     conference: ConferenceId,
     legs: HashMap<LegKey, LegRun>,
@@ -126,8 +132,10 @@ impl SessionTask {
             args.source_provider,
             args.destination_provider,
         );
+        services.media_inbox(conference, Some(inbox.clone()));
         let mut task = SessionTask {
             credit: services.billing.session_credit(),
+            limit: CallLimit::new(Duration::from_secs(services.config.max_call_secs)),
             id,
             owner,
             machine,
@@ -144,11 +152,15 @@ impl SessionTask {
         tracing::info!(owner = %task.owner, "session started");
         task.perform(actions).await;
         while task.ended.is_none() {
-            let deadline = task.credit.poll_timeout();
+            let deadline = [task.credit.poll_timeout(), task.limit.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
             let message = tokio::select! {
                 m = messages.recv() => m,
                 _ = sleep_until(deadline) => {
                     task.credit_timeout().await;
+                    task.limit_timeout().await;
                     continue;
                 }
             };
@@ -168,8 +180,77 @@ impl SessionTask {
                     attempt,
                     event,
                 } => task.call_event(key, attempt, event).await,
+                Message::Media(event) => task.media_event(event).await,
             }
         }
+    }
+
+    /// A leg went silent for its media timeout: its far end is gone (a
+    /// phone switched off, a NAT binding lost, a crashed trunk) and sent no
+    /// BYE. It is hung up and billed to its last packet.
+    async fn media_event(&mut self, event: MediaEvent) {
+        let MediaEvent::TimedOut { leg, last_heard } = event else {
+            return;
+        };
+        let Some((&key, l)) = self.legs.iter_mut().find(|(_, l)| l.media.id == leg) else {
+            return;
+        };
+        if l.answered.is_none() || l.cdr.is_none() || !l.in_mix {
+            return;
+        }
+        let now = Instant::now();
+        let silent = now.saturating_duration_since(last_heard);
+        tracing::warn!(
+            leg = key,
+            role = role_name(l.role),
+            provider = l.provider.as_deref().unwrap_or("-"),
+            call_id = l.sip_call_id.as_deref().unwrap_or("-"),
+            silent_ms = millis(silent),
+            "no media from the leg: ending it"
+        );
+        if let Some(call) = l.call.take() {
+            self.services.sip.hangup(call);
+        }
+        let at_ms = unix_ms(SystemTime::now()).saturating_sub(i64::from(millis(silent)));
+        self.settle_at(key, "MediaTimeout", None, last_heard, at_ms)
+            .await;
+        self.feed(Input::Left(key, LeaveReason::MediaTimeout)).await;
+        if self.ended.is_none() && !self.machine.is_live(key) {
+            self.release_media(key);
+        }
+    }
+
+    async fn limit_timeout(&mut self) {
+        match self.limit.handle_timeout(Instant::now()) {
+            None => {}
+            Some(LimitEvent::Warning { secs_left }) => {
+                self.feed(Input::DurationWarning(secs_left)).await
+            }
+            Some(LimitEvent::Reached) => self.feed(Input::MaxDuration).await,
+        }
+    }
+
+    /// What the mixer must know of a leg from its SDP: where it receives,
+    /// which ways media flows (RFC 3264 §8.4 hold: `sendonly`, `inactive`
+    /// or `c=0.0.0.0` from it means we send it nothing), and how long it may
+    /// be silent once answered.
+    fn media_config(&self, law: Law, sdp: &AudioSdp, answered: bool) -> LegConfig {
+        let media = self.services.media.config();
+        let nowhere = sdp.address.is_unspecified();
+        let (send, receive) = match sdp.direction {
+            Direction::SendRecv => (true, true),
+            Direction::SendOnly => (false, true),
+            Direction::RecvOnly => (true, false),
+            Direction::Inactive => (false, false),
+        };
+        let timeout = if sdp.on_hold() {
+            media.hold_timeout
+        } else {
+            media.rtp_timeout
+        };
+        LegConfig::new(law, (!nowhere).then(|| sdp.rtp_address()))
+            .with_flow(send && !nowhere, receive)
+            .with_timeout(answered.then_some(timeout))
     }
 
     /// The session as operators see it.
@@ -179,11 +260,7 @@ impl SessionTask {
             .iter()
             .filter_map(|k| self.legs.get(k))
             .map(|l| super::LegView {
-                role: match l.role {
-                    LegRole::Source => "source",
-                    LegRole::Destination => "destination",
-                    LegRole::Additional => "additional",
-                },
+                role: role_name(l.role),
                 address: format!("{}:{}", target::scheme_name(&l.leg.scheme), l.leg.address),
                 provider: l.provider.clone(),
                 state: match (l.answered, l.in_mix, l.call.is_some()) {
@@ -327,6 +404,7 @@ impl SessionTask {
                 ringing_ms: None,
                 answered: None,
                 in_mix: true,
+                sip_call_id: None,
             },
         );
         self.dial(key).await
@@ -499,6 +577,7 @@ impl SessionTask {
         l.dialled = now;
         l.dialled_ms = now_ms;
         l.ringing_ms = None;
+        l.sip_call_id = None;
         let attempt = l.attempt;
         let offer = AudioSdp::offer(
             l.media.advertised.ip(),
@@ -529,6 +608,14 @@ impl SessionTask {
         match self.services.sip.place_call(request).await {
             Ok(placed) => {
                 l.call = Some(placed.id);
+                tracing::info!(
+                    leg = key,
+                    role = role_name(l.role),
+                    provider = l.provider.as_deref().unwrap_or("-"),
+                    call_id = %placed.sip_call_id,
+                    "dialling"
+                );
+                l.sip_call_id = Some(placed.sip_call_id);
                 let inbox = self.inbox.clone();
                 let mut events = placed.events;
                 tokio::spawn(async move {
@@ -563,13 +650,25 @@ impl SessionTask {
     }
 
     async fn call_event(&mut self, key: LegKey, attempt: u32, event: CallEvent) {
-        let current = self
+        let Some(l) = self
             .legs
             .get(&key)
-            .is_some_and(|l| l.attempt == attempt && l.cdr.is_some());
-        if !current {
+            .filter(|l| l.attempt == attempt && l.cdr.is_some())
+        else {
             return; // an attempt we gave up on or a leg already settled
-        }
+        };
+        // Every line about this leg names its role, provider and Call-ID.
+        let span = tracing::info_span!(
+            "leg",
+            leg = key,
+            role = role_name(l.role),
+            provider = l.provider.as_deref().unwrap_or("-"),
+            call_id = l.sip_call_id.as_deref().unwrap_or("-"),
+        );
+        tracing::Instrument::instrument(self.leg_event(key, event), span).await;
+    }
+
+    async fn leg_event(&mut self, key: LegKey, event: CallEvent) {
         let inputs = match event {
             CallEvent::Trying => Vec::new(),
             CallEvent::Ringing | CallEvent::EarlyMedia { .. } => {
@@ -583,11 +682,17 @@ impl SessionTask {
             CallEvent::MediaChanged { sdp } => {
                 if let Some(l) = self.legs.get(&key) {
                     let law = law_of(sdp.first_codec().unwrap_or(Codec::Pcmu));
-                    let _ = self.services.media.update_leg(
-                        self.conference,
-                        l.media.id,
-                        LegConfig::new(law, Some(sdp.rtp_address())),
+                    let config = self.media_config(law, &sdp, l.answered.is_some());
+                    tracing::info!(
+                        leg = key,
+                        send = config.send,
+                        receive = config.receive,
+                        "media changed"
                     );
+                    let _ = self
+                        .services
+                        .media
+                        .update_leg(self.conference, l.media.id, config);
                 }
                 Vec::new()
             }
@@ -603,7 +708,7 @@ impl SessionTask {
                 self.settle(key, name, Some(200)).await;
                 // Whoever ended it (the far end's BYE, or a protocol failure
                 // on our side), the party is gone.
-                vec![Input::HungUp(key)]
+                vec![Input::Left(key, LeaveReason::HungUp)]
             }
         };
         for input in inputs {
@@ -641,16 +746,26 @@ impl SessionTask {
         if l.ringing_ms.is_none() {
             l.ringing_ms = Some(millis(l.dialled.elapsed()));
         }
-        let _ = self.services.media.update_leg(
-            self.conference,
-            l.media.id,
-            LegConfig::new(law_of(codec), Some(sdp.rtp_address())),
-        );
-        if let Some(cdr) = l.cdr.clone()
+        if l.role == LegRole::Source {
+            self.limit.start(now);
+        }
+        let (media_leg, cdr, call_id) = (l.media.id, l.cdr.clone(), l.sip_call_id.clone());
+        let config = self.media_config(law_of(codec), &sdp, true);
+        let _ = self
+            .services
+            .media
+            .update_leg(self.conference, media_leg, config);
+        if let Some(cdr) = cdr
             && let Err(e) = self
                 .services
                 .billing
-                .answered(&mut self.credit, &cdr, now, unix_ms(SystemTime::now()))
+                .answered(
+                    &mut self.credit,
+                    &cdr,
+                    call_id.as_deref(),
+                    now,
+                    unix_ms(SystemTime::now()),
+                )
                 .await
         {
             tracing::error!(error = %e, "cannot record the answer");
@@ -699,14 +814,32 @@ impl SessionTask {
 
     /// Settles the leg's current attempt (once) and counts it for its provider.
     async fn settle(&mut self, key: LegKey, reason: &str, sip_status: Option<u16>) {
+        self.settle_at(
+            key,
+            reason,
+            sip_status,
+            Instant::now(),
+            unix_ms(SystemTime::now()),
+        )
+        .await;
+    }
+
+    /// [`Self::settle`] with the leg ended at `now` (`now_ms` on the wall
+    /// clock): earlier than the present for a leg billed to its last packet.
+    async fn settle_at(
+        &mut self,
+        key: LegKey,
+        reason: &str,
+        sip_status: Option<u16>,
+        now: Instant,
+        now_ms: i64,
+    ) {
         let Some(l) = self.legs.get_mut(&key) else {
             return;
         };
         let Some(cdr) = l.cdr.take() else {
             return;
         };
-        let now = Instant::now();
-        let now_ms = unix_ms(SystemTime::now());
         let end = LegEnd {
             leg_id: cdr.clone(),
             ended_ms: now_ms,
@@ -816,6 +949,7 @@ impl SessionTask {
                 reason,
             }),
         );
+        self.services.media_inbox(self.conference, None);
         let _ = self.services.media.destroy_conference(self.conference);
         tracing::info!(?reason, cost = %cost, charged, "session ended");
     }
@@ -865,6 +999,9 @@ pub fn end_reason_name(reason: EndReason) -> &'static str {
         EndReason::DestinationFailed => "DestinationFailed",
         EndReason::Shutdown => "Shutdown",
         EndReason::EndedByOperator => "EndedByOperator",
+        EndReason::MediaTimeout => "MediaTimeout",
+        EndReason::MaxDuration => "MaxDuration",
+        EndReason::SessionExpired => "SessionExpired",
     }
 }
 

@@ -24,6 +24,8 @@ use super::transport::StreamFramer;
 pub struct PlacedCall {
     /// The call's id.
     pub id: CallId,
+    /// Its SIP Call-ID header, as the far end and the trunk's records see it.
+    pub sip_call_id: String,
     /// Progress, ending with `Failed` or `Ended`; the channel closes after that.
     pub events: mpsc::UnboundedReceiver<CallEvent>,
 }
@@ -524,7 +526,8 @@ async fn run(
                             count(&name, true);
                             through.insert(id, name);
                         }
-                        PlacedCall { id, events: rx }
+                        let sip_call_id = endpoint.sip_call_id(id).unwrap_or_default().to_string();
+                        PlacedCall { id, sip_call_id, events: rx }
                     });
                     let _ = reply.send(result);
                 }

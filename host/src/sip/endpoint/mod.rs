@@ -171,6 +171,12 @@ impl Endpoint {
         self.providers.get(i)?.up
     }
 
+    /// The SIP Call-ID of one of our calls (for logs and CDRs: what a
+    /// trunk's dispute names), while the endpoint knows the call.
+    pub fn sip_call_id(&self, call: CallId) -> Option<&str> {
+        self.calls.get(&call).map(|c| c.call_id.as_str())
+    }
+
     /// The configuration in use.
     pub fn config(&self) -> &Config {
         &self.config

@@ -11,15 +11,15 @@ wit_bindgen::generate!({
         package evader:guest;
 
         world evader {
-            include switchboard:plugin/parser@0.1.0;
-            include switchboard:plugin/router@0.1.0;
+            include switchboard:plugin/parser@0.2.0;
+            include switchboard:plugin/router@0.2.0;
         }
     "#,
     path: "../../../wit",
     world: "evader:guest/evader",
     with: {
-        "switchboard:plugin/types@0.1.0": command_grammar::types,
-        "switchboard:plugin/host@0.1.0": command_grammar::host,
+        "switchboard:plugin/types@0.2.0": command_grammar::types,
+        "switchboard:plugin/host@0.2.0": command_grammar::host,
     },
 });
 

@@ -23,16 +23,16 @@ wit_bindgen::generate!({
         package rogue:guest;
 
         world rogue {
-            include switchboard:plugin/parser@0.1.0;
-            include switchboard:plugin/router@0.1.0;
-            include switchboard:plugin/replies@0.1.0;
+            include switchboard:plugin/parser@0.2.0;
+            include switchboard:plugin/router@0.2.0;
+            include switchboard:plugin/replies@0.2.0;
         }
     "#,
     path: "../../../wit",
     world: "rogue:guest/rogue",
     with: {
-        "switchboard:plugin/types@0.1.0": command_grammar::types,
-        "switchboard:plugin/host@0.1.0": command_grammar::host,
+        "switchboard:plugin/types@0.2.0": command_grammar::types,
+        "switchboard:plugin/host@0.2.0": command_grammar::host,
     },
 });
 

@@ -5,8 +5,8 @@ wit_bindgen::generate!({
     path: "../../../wit",
     world: "parser",
     with: {
-        "switchboard:plugin/types@0.1.0": command_grammar::types,
-        "switchboard:plugin/host@0.1.0": command_grammar::host,
+        "switchboard:plugin/types@0.2.0": command_grammar::types,
+        "switchboard:plugin/host@0.2.0": command_grammar::host,
     },
 });
 
