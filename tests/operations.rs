@@ -5,6 +5,7 @@
 //! the billing CLI run beside a live host, a second process started with
 //! the same `host_id`, a `kill -9` and the restart after it.
 
+mod common;
 mod rtp_peer;
 mod sipp_peer;
 mod xmpp_peers;
@@ -32,11 +33,16 @@ struct Site {
     _pakline: SippUas,
     /// The far ends' audio, one per call each provider answers.
     _audio: Vec<TonePeer>,
+    /// Where the web pages and admin API listen.
+    web: std::net::SocketAddr,
 }
+
+const ADMIN_TOKEN: &str = "an-operator-admin-token";
 
 impl Site {
     fn start() -> Site {
-        let server = Prosody::start(&[("switchboard", "bot-secret"), ("ruslan", "r")]);
+        let server =
+            Prosody::start(&[("switchboard", "bot-secret"), ("ruslan", "r"), ("bob", "b")]);
         // Each provider answers up to four calls, each with its own audio.
         let audio: Vec<TonePeer> = (0..8)
             .map(|i| TonePeer::start(Law::Ulaw, 400.0 + 40.0 * f64::from(i)))
@@ -72,6 +78,12 @@ impl Site {
                 sheet.display()
             ));
         }
+        let web = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        toml.push_str(&format!(
+            "\n[web]\nlisten = \"{web}\"\nadmin_token = \"{ADMIN_TOKEN}\"\n"
+        ));
         let config = dir.path().join("switchboard.toml");
         std::fs::write(&config, toml).expect("config");
         Site {
@@ -81,7 +93,19 @@ impl Site {
             _proxicom: proxicom,
             _pakline: pakline,
             _audio: audio,
+            web,
         }
+    }
+
+    /// `POST path` on the admin API with the token; status and body.
+    fn admin_post(&self, path: &str) -> (u16, String) {
+        common::http_text(
+            self.web,
+            &format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+                 Connection: close\r\nContent-Length: 0\r\n\r\n"
+            ),
+        )
     }
 
     /// `switchboard billing --config <the service's file> ARGS`.
@@ -97,12 +121,19 @@ impl Site {
 
     /// Starts `switchboard run --config <the file>`, its output in files.
     fn run(&self, name: &str) -> Run {
+        self.run_with(name, &[])
+    }
+
+    /// [`Self::run`] with more arguments, at the default log level.
+    fn run_with(&self, name: &str, args: &[&str]) -> Run {
         let out = self.dir.path().join(format!("{name}.out"));
         let err = self.dir.path().join(format!("{name}.err"));
         let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
             .arg("run")
             .arg("--config")
             .arg(&self.config)
+            .args(args)
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).expect("stdout file"))
             .stderr(std::fs::File::create(&err).expect("stderr file"))
@@ -336,4 +367,171 @@ async fn one_process_per_host_id_and_the_billing_cli_beside_it() {
     again.wait_running();
     again.signal("-TERM");
     assert_eq!(again.wait_exit(SECS), Some(0), "{}", again.stderr());
+}
+
+/// Waits until `run`'s stdout holds `text`.
+fn wait_stdout(run: &Run, text: &str) {
+    let deadline = Instant::now() + SECS;
+    while !run.stdout().contains(text) {
+        assert!(
+            Instant::now() < deadline,
+            "no {text:?} in:\n{}\n{}",
+            run.stdout(),
+            run.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// SIGHUP after a rate sheet gained a row: the call that was up goes on,
+/// the next call uses the new rate. SIGUSR1 drains: a CALLBACK is refused
+/// with the restart text, the live call finishes, the process exits 0.
+/// The JSON log parses line by line, and a call's lines carry its Call-ID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_drain_and_json_logs() {
+    let site = Site::start();
+    for who in ["ruslan", "bob"] {
+        let credit = site.billing(&["credit", &format!("{who}@{DOMAIN}"), "5"]);
+        assert!(credit.status.success(), "{credit:?}");
+    }
+    let mut run = site.run_with("json", &["--log-format", "json"]);
+    run.wait_running();
+    wait_for(&site.server, "Authenticated as switchboard@localhost");
+    let bot = format!("switchboard@{DOMAIN}");
+    let (mut ruslan, mut bob) = tokio::task::block_in_place(|| {
+        let mut ruslan = User::login(&site.server, "ruslan", "r");
+        befriend(&mut ruslan, &bot);
+        let mut bob = User::login(&site.server, "bob", "b");
+        befriend(&mut bob, &bot);
+        call(&mut ruslan, &bot);
+        (ruslan, bob)
+    });
+
+    // A cheaper rate for +447 appears in PROXICOM's sheet; SIGHUP.
+    let sheet = site.dir.path().join("PROXICOM.csv");
+    let mut csv = std::fs::read_to_string(&sheet).expect("sheet");
+    csv.push_str("PROXICOM,447,0.009\n");
+    std::fs::write(&sheet, csv).expect("sheet");
+    run.signal("-HUP");
+    wait_stdout(
+        &run,
+        "Configuration reloaded: applied: rate sheets (5 rates)",
+    );
+    assert!(
+        !run.stdout().contains("needs a restart"),
+        "{}",
+        run.stdout()
+    );
+    // The admin API reloads too, and says what it applied and what not: a
+    // changed listener needs a restart and is left alone.
+    let toml = std::fs::read_to_string(&site.config).expect("config");
+    std::fs::write(
+        &site.config,
+        toml.replace(
+            "udp = [\"127.0.0.1:0\"]",
+            "udp = [\"127.0.0.1:0\", \"127.0.0.2:0\"]",
+        ),
+    )
+    .expect("config");
+    let (status, body) = site.admin_post("/admin/api/reload");
+    assert_eq!(status, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(report["applied"][0], "rate sheets (5 rates)", "{body}");
+    assert!(
+        report["restart_needed"][0]
+            .as_str()
+            .is_some_and(|s| s.starts_with("[sip]")),
+        "{body}"
+    );
+    std::fs::write(&site.config, "[sip\nbroken").expect("config");
+    let (status, body) = site.admin_post("/admin/api/reload");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("configuration not reloaded"), "{body}");
+    std::fs::write(&site.config, toml).expect("config");
+    // The call that was up goes on, and bills to its HANGUP.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ended = tokio::task::block_in_place(|| {
+        ruslan.say(&bot, "LIST");
+        assert!(
+            ruslan
+                .next_message(&bot, SECS)
+                .starts_with("List of connected legs:")
+        );
+        ruslan.say(&bot, "HANGUP");
+        ruslan.next_message(&bot, SECS)
+    });
+    assert!(ended.ends_with("Reason = EndedByHangup"), "{ended}");
+    assert!(charged_secs(&ended) >= 1, "{ended}");
+    let first_call: Vec<Cdr> = site.cdrs().await;
+    assert_eq!(first_call.len(), 2);
+    // The next call is rated from the new row.
+    tokio::task::block_in_place(|| {
+        ruslan.say(&bot, "CALLBACK +447911123456 +4915112345678");
+        for expected in [
+            "Calling source: phone:447911123456, cost = 0.009 via PROXICOM",
+            "Calling destination: phone:4915112345678, cost = 0.01204 via PAKLINE",
+            "Remote answered. Now talking. Cost = 0.02104",
+        ] {
+            assert_eq!(ruslan.next_message(&bot, SECS), expected);
+        }
+    });
+
+    // Drain: no new calls; the live one goes on until its HANGUP; exit 0.
+    run.signal("-USR1");
+    wait_stdout(&run, "Draining: no new calls");
+    let (status, body) = site.admin_post("/admin/api/drain");
+    assert_eq!(status, 202, "{body}");
+    assert!(body.contains("\"started_now\":false"), "{body}");
+    tokio::task::block_in_place(|| {
+        bob.say(&bot, "CALLBACK +442071234567 +4915112345678");
+        assert_eq!(
+            bob.next_message(&bot, SECS),
+            "This service is about to restart; please try again in a minute"
+        );
+        ruslan.say(&bot, "LIST");
+        assert!(
+            ruslan
+                .next_message(&bot, SECS)
+                .starts_with("List of connected legs:")
+        );
+        ruslan.say(&bot, "HANGUP");
+        let ended = ruslan.next_message(&bot, SECS);
+        assert!(ended.ends_with("Reason = EndedByHangup"), "{ended}");
+    });
+    assert_eq!(run.wait_exit(SECS), Some(0), "{}", run.stderr());
+    let cdrs = site.cdrs().await;
+    assert_eq!(cdrs.len(), 4, "bob's CALLBACK rang nobody: {cdrs:?}");
+    assert!(
+        cdrs.iter()
+            .all(|c| c.end_reason.as_deref() == Some("EndedByHangup")),
+        "{cdrs:?}"
+    );
+
+    // Every log line is a JSON object (python3's own parser says so), at
+    // info by default, and the first call's lines carry its Call-IDs.
+    let checked = Command::new("python3")
+        .args(["-m", "json.tool", "--json-lines"])
+        .arg(&run.err)
+        .output()
+        .expect("python3");
+    assert!(
+        checked.status.success(),
+        "not JSON lines: {}\n{}",
+        String::from_utf8_lossy(&checked.stderr),
+        run.stderr()
+    );
+    let log = run.stderr();
+    assert!(log.lines().count() > 10, "{log}");
+    assert!(log.contains("\"level\":\"INFO\""), "{log}");
+    for cdr in &first_call {
+        let id = cdr
+            .sip_call_id
+            .as_deref()
+            .expect("an answered leg's Call-ID");
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(id)).collect();
+        assert!(
+            lines.len() >= 2 && lines.iter().any(|l| l.contains("\"answered\"")),
+            "{id}: {lines:?}"
+        );
+    }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use switchboard::plugin::{Call, Limits, PluginHost, SlotName};
-use switchboard::service::Service;
+use switchboard::service::{Control, Service};
 use tracing_subscriber::EnvFilter;
 
 /// Switchboard: callback calls and conferences driven by chat commands.
@@ -522,12 +522,13 @@ fn run_service(path: &std::path::Path, plugins: Option<PathBuf>) -> anyhow::Resu
             path.display()
         );
     };
-    let plugin_dir = plugins.or_else(|| config.plugins.dir.clone());
-    let (host, _watcher, runtime) = service_base(plugin_dir.as_deref())?;
+    let plugin_dir = plugins.clone().or_else(|| config.plugins.dir.clone());
+    let (host, mut watcher, runtime) = service_base(plugin_dir.as_deref())?;
     runtime.block_on(async move {
         let mut service = Service::start(&config, Arc::clone(&host)).await?;
+        let (control_tx, mut control) = tokio::sync::mpsc::unbounded_channel();
         let bot = switchboard::chat::Bot::new(
-            host,
+            Arc::clone(&host),
             service.manager.clone(),
             xmpp.rate_limit,
             xmpp.max_reply_chars,
@@ -543,7 +544,8 @@ fn run_service(path: &std::path::Path, plugins: Option<PathBuf>) -> anyhow::Resu
                     service.manager.clone(),
                     chat.clone(),
                     jid.clone(),
-                );
+                )
+                .with_control(control_tx.clone());
                 let task = switchboard::web::spawn(listener, Arc::new(state));
                 println!("Web pages on http://{addr}/ (admin: http://{addr}/admin)");
                 Some(task)
@@ -558,12 +560,16 @@ fn run_service(path: &std::path::Path, plugins: Option<PathBuf>) -> anyhow::Resu
             .collect::<Vec<_>>()
             .join(", ");
         println!(
-            "Switchboard running: XMPP bot {jid}, SIP on {sip}. Ctrl-C or SIGTERM ends the calls and stops it."
+            "Switchboard running: XMPP bot {jid}, SIP on {sip}. SIGHUP re-reads the configuration; SIGUSR1 drains (no new calls, live ones finish) and exits; Ctrl-C or SIGTERM ends the calls and stops it."
         );
+        use tokio::signal::unix::{SignalKind, signal};
         let manager = service.manager.clone();
+        let mut running = config;
         let mut stopping: Option<tokio::task::JoinHandle<()>> = None;
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut draining = manager.draining();
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut hangup = signal(SignalKind::hangup())?;
+        let mut drain_signal = signal(SignalKind::user_defined1())?;
         loop {
             tokio::select! {
                 _ = async {
@@ -580,6 +586,44 @@ fn run_service(path: &std::path::Path, plugins: Option<PathBuf>) -> anyhow::Resu
                         // Then the registrations are removed.
                         sip.shutdown().await;
                     }));
+                }
+                _ = hangup.recv() => {
+                    let what = reload(path, &mut running, &service, &host, plugins.is_some(), &mut watcher).await;
+                    tell_reload(&what);
+                }
+                _ = drain_signal.recv() => {
+                    manager.begin_drain();
+                }
+                Some(request) = control.recv() => match request {
+                    Control::Reload(reply) => {
+                        let what = reload(path, &mut running, &service, &host, plugins.is_some(), &mut watcher).await;
+                        tell_reload(&what);
+                        let _ = reply.send(what.map_err(|e| report(&e)));
+                    }
+                    Control::Drain(reply) => {
+                        let _ = reply.send(manager.begin_drain());
+                    }
+                },
+                Ok(()) = draining.changed(), if stopping.is_none() => {
+                    if *draining.borrow_and_update() {
+                        let secs = running.sessions.drain_secs;
+                        println!("Draining: no new calls; live calls go on for up to {secs} s, then the process exits.");
+                        tracing::warn!(drain_secs = secs, live = manager.live(), "draining");
+                        let m = manager.clone();
+                        let sip = service.sip.clone();
+                        stopping = Some(tokio::spawn(async move {
+                            let left = m
+                                .drain(
+                                    std::time::Duration::from_secs(secs),
+                                    std::time::Duration::from_secs(10),
+                                )
+                                .await;
+                            if left > 0 {
+                                tracing::warn!(calls = left, "drain time over: calls ended with Shutdown");
+                            }
+                            sip.shutdown().await;
+                        }));
+                    }
                 }
                 notice = service.notices.recv() => match notice {
                     Some(n) => {
@@ -607,6 +651,46 @@ fn run_service(path: &std::path::Path, plugins: Option<PathBuf>) -> anyhow::Resu
         service.billing.close().await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Re-reads the configuration file and applies what can change live
+/// ([`Service::reload`]; the plugin directory here, unless `--plugins`
+/// fixed it). `running` keeps what is in force.
+async fn reload(
+    path: &std::path::Path,
+    running: &mut switchboard::config::Config,
+    service: &Service,
+    host: &Arc<PluginHost>,
+    plugins_fixed: bool,
+    watcher: &mut Option<switchboard::plugin::Watcher>,
+) -> anyhow::Result<switchboard::service::ReloadReport> {
+    let new = switchboard::config::Config::load(path)?;
+    let mut report = service.reload(running, &new).await?;
+    if !plugins_fixed && new.plugins.dir != running.plugins.dir {
+        *watcher = match &new.plugins.dir {
+            Some(dir) => Some(host.watch(dir)?),
+            None => None,
+        };
+        report.applied.push("[plugins] dir".into());
+    }
+    running.sessions = new.sessions;
+    running.plugins = new.plugins;
+    running.billing.emergency_numbers = new.billing.emergency_numbers;
+    running.billing.denied_prefixes = new.billing.denied_prefixes;
+    Ok(report)
+}
+
+fn tell_reload(what: &anyhow::Result<switchboard::service::ReloadReport>) {
+    match what {
+        Ok(r) => {
+            println!("Configuration reloaded: {r}");
+            tracing::info!(applied = ?r.applied, restart_needed = ?r.restart_needed, "configuration reloaded");
+        }
+        Err(e) => {
+            println!("Configuration not reloaded: {}", report(e));
+            tracing::error!(error = %report(e), "configuration not reloaded; the running one stays");
+        }
+    }
 }
 
 fn demo(

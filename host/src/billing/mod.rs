@@ -243,7 +243,7 @@ pub struct Billing {
     settler: settler::Settler,
     rates: ArcSwap<RateTable>,
     stats: StatsBook,
-    policy: Policy,
+    policy: ArcSwap<Policy>,
     config: Config,
     lease: Option<lease::Lease>,
 }
@@ -300,7 +300,10 @@ impl Billing {
             settler: settler::Settler::spawn(store.clone(), 128),
             rates: ArcSwap::from_pointee(store.rate_table().await?),
             stats: StatsBook::new(config.stats),
-            policy: Policy::new(&config.emergency_numbers, &config.denied_prefixes),
+            policy: ArcSwap::from_pointee(Policy::new(
+                &config.emergency_numbers,
+                &config.denied_prefixes,
+            )),
             config: config.clone(),
             store,
         };
@@ -329,9 +332,15 @@ impl Billing {
         &self.store
     }
 
-    /// The number policy.
-    pub fn policy(&self) -> &Policy {
-        &self.policy
+    /// The number policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// Replaces the emergency numbers and denied prefixes (a reload).
+    pub fn set_policy(&self, emergency_numbers: &[String], denied_prefixes: &[String]) {
+        self.policy
+            .store(Arc::new(Policy::new(emergency_numbers, denied_prefixes)));
     }
 
     /// Re-reads the rates (after an import).
@@ -342,7 +351,7 @@ impl Billing {
 
     /// Every provider's offer for a phone number, after the fraud checks.
     pub fn offers(&self, number: &str) -> Result<Vec<Offer>, BillingError> {
-        self.policy.check(number)?;
+        self.policy.load().check(number)?;
         let offers = self.rates.load().offers(number);
         if offers.is_empty() {
             return Err(BillingError::NoRoute(number.to_string()));
@@ -358,7 +367,7 @@ impl Billing {
 
     /// The named provider's offer for a phone number, after the fraud checks.
     pub fn offer(&self, provider: &str, number: &str) -> Result<Offer, BillingError> {
-        self.policy.check(number)?;
+        self.policy.load().check(number)?;
         self.rates
             .load()
             .offer(provider, number)

@@ -33,8 +33,10 @@ pub struct Services {
     pub billing: Arc<Billing>,
     /// Router and replies plugins (the parser is the chat's).
     pub plugins: Arc<PluginHost>,
-    /// Limits and gateways.
-    pub config: SessionConfig,
+    /// Limits and gateways; replaced whole by a reload.
+    config: arc_swap::ArcSwap<SessionConfig>,
+    /// No new CALLBACKs: the host is draining before a restart.
+    draining: watch::Sender<bool>,
     /// The account currency, for BALANCE.
     pub currency: String,
     /// Provider name → its SIP address (an IP address or a DNS name), for
@@ -98,6 +100,12 @@ struct Live {
 }
 
 impl Services {
+    /// The session limits and gateways in force (a reload replaces them;
+    /// sessions already up keep what they read).
+    pub fn config(&self) -> Arc<SessionConfig> {
+        self.config.load_full()
+    }
+
     /// Sends the mixer's events about `conference` to `inbox` from now on
     /// (none: no longer).
     pub(super) fn media_inbox(
@@ -194,7 +202,7 @@ fn sip_leg_rules(
 /// Why `leg` (not a phone leg) may not be rung, as the error to tell the
 /// user; none when it may.
 fn leg_refusal(services: &Services, leg: &Leg, command: &str) -> Option<Error> {
-    super::target::resolve(leg, &services.config.gateways, &services.sip_rules)
+    super::target::resolve(leg, &services.config().gateways, &services.sip_rules)
         .err()
         .and_then(|e| e.refusal(leg, command))
 }
@@ -228,14 +236,15 @@ impl SessionManager {
     ) -> (Arc<SessionManager>, mpsc::UnboundedReceiver<Notice>) {
         let (notices, notice_rx) = mpsc::unbounded_channel();
         let (count, count_rx) = watch::channel(0);
-        let sip_rules = sip_leg_rules(&config, providers, &sip, billing.policy().clone());
+        let sip_rules = sip_leg_rules(&config, providers, &sip, (*billing.policy()).clone());
         let services = Arc::new(Services {
             sip_rules,
             sip,
             media,
             billing,
             plugins,
-            config,
+            config: arc_swap::ArcSwap::from_pointee(config),
+            draining: watch::channel(false).0,
             currency,
             providers: providers
                 .iter()
@@ -392,7 +401,44 @@ impl SessionManager {
         }
     }
 
+    /// Replaces the session limits and gateways (a configuration reload):
+    /// new sessions use them, live ones keep theirs.
+    pub fn set_config(&self, config: SessionConfig) {
+        self.services.config.store(Arc::new(config));
+    }
+
+    /// Stops taking CALLBACKs (they are answered with
+    /// [`Error::Draining`]); live sessions go on. Returns false if the host
+    /// was draining already.
+    pub fn begin_drain(&self) -> bool {
+        !self.services.draining.send_replace(true)
+    }
+
+    /// Whether the host is draining; changes when [`Self::begin_drain`] is called.
+    pub fn draining(&self) -> watch::Receiver<bool> {
+        self.services.draining.subscribe()
+    }
+
+    /// Drains: no new CALLBACKs, the live sessions go on for up to
+    /// `within`, then the rest end with `Shutdown` (as [`Self::shutdown`]
+    /// with `grace`). Returns how many were still up at the deadline.
+    pub async fn drain(&self, within: Duration, grace: Duration) -> usize {
+        self.begin_drain();
+        let mut count = self.count.clone();
+        let _ = tokio::time::timeout(within, count.wait_for(|n| *n == 0)).await;
+        let left = self.live();
+        self.shutdown(grace).await;
+        left
+    }
+
     fn start_session(&self, owner: &str, args: crate::plugin::types::CallbackArgs) -> Vec<Event> {
+        if *self.services.draining.borrow() {
+            self.services
+                .counters
+                .refused
+                .fetch_add(1, Ordering::Relaxed);
+            return vec![Event::Error(Error::Draining)];
+        }
         // A number the policy refuses, or a sip: leg the rules refuse, is
         // refused before anyone is rung.
         for leg in [&args.source, &args.destination] {
@@ -424,7 +470,7 @@ impl SessionManager {
         {
             let mut live = self.services.live.lock().unwrap_or_else(|e| e.into_inner());
             let mine = live.entry(owner.to_string()).or_default();
-            if mine.len() >= self.services.config.max_per_user as usize {
+            if mine.len() >= self.services.config().max_per_user as usize {
                 self.services
                     .counters
                     .refused

@@ -75,6 +75,9 @@ pub struct SessionConfig {
     /// warned a minute before. A safety net for legs whose far end is gone
     /// without our noticing. Default 4 hours.
     pub max_call_secs: u64,
+    /// How long a drain (`POST /admin/api/drain`, SIGUSR1) lets live calls
+    /// go on before they are ended with `Shutdown` and the process exits.
+    pub drain_secs: u64,
 }
 
 impl Default for SessionConfig {
@@ -86,6 +89,7 @@ impl Default for SessionConfig {
             sip_legs: target::SipLegs::default(),
             never_ring_busy_again: true,
             max_call_secs: 4 * 3600,
+            drain_secs: 300,
         }
     }
 }
@@ -109,6 +113,12 @@ impl SessionConfig {
             return Err(format!(
                 "sessions.max_call_secs = {} is not between 60 and 604800",
                 self.max_call_secs
+            ));
+        }
+        if !(1..=86_400).contains(&self.drain_secs) {
+            return Err(format!(
+                "sessions.drain_secs = {} is not between 1 and 86400",
+                self.drain_secs
             ));
         }
         for (scheme, template) in &self.gateways {

@@ -135,7 +135,7 @@ impl SessionTask {
         services.media_inbox(conference, Some(inbox.clone()));
         let mut task = SessionTask {
             credit: services.billing.session_credit(),
-            limit: CallLimit::new(Duration::from_secs(services.config.max_call_secs)),
+            limit: CallLimit::new(Duration::from_secs(services.config().max_call_secs)),
             id,
             owner,
             machine,
@@ -353,7 +353,7 @@ impl SessionTask {
         provider: Option<String>,
     ) -> Vec<Input> {
         let services = &self.services;
-        let plan = match target::resolve(&leg, &services.config.gateways, &services.sip_rules) {
+        let plan = match target::resolve(&leg, &services.config().gateways, &services.sip_rules) {
             Ok(Target::Direct(uri)) => Plan::Direct(uri),
             Err(e @ (TargetError::NumberRefused(_) | TargetError::HostRefused(_))) => {
                 let refusal = e.refusal(&leg, "ADD");
@@ -588,7 +588,9 @@ impl SessionTask {
             target,
             provider: provider.clone(),
             offer,
-            ring_timeout: Some(Duration::from_secs(self.services.config.ring_timeout_secs)),
+            ring_timeout: Some(Duration::from_secs(
+                self.services.config().ring_timeout_secs,
+            )),
             caller: None,
             // A user's sip: leg under `sip_legs = "public-only"`: its name
             // may not lead to a private address either.
@@ -746,6 +748,7 @@ impl SessionTask {
         if l.ringing_ms.is_none() {
             l.ringing_ms = Some(millis(l.dialled.elapsed()));
         }
+        tracing::info!(ring_ms = l.ringing_ms, "answered");
         if l.role == LegRole::Source {
             self.limit.start(now);
         }
@@ -787,7 +790,7 @@ impl SessionTask {
                 request, attempts, ..
             } => {
                 let next = l.attempt as usize + 1;
-                if callee_refused(status) && self.services.config.never_ring_busy_again {
+                if callee_refused(status) && self.services.config().never_ring_busy_again {
                     // The host's floor, whatever the router says: a busy or
                     // declining callee is not rung again through another provider.
                     None

@@ -58,6 +58,8 @@ pub fn routes() -> Router<Arc<WebState>> {
         .route("/admin/api/sessions/{id}", delete(api_end_session))
         .route("/admin/api/providers", get(api_providers))
         .route("/admin/api/credit", post(api_credit))
+        .route("/admin/api/reload", post(api_reload))
+        .route("/admin/api/drain", post(api_drain))
 }
 
 /// Why an admin operation was refused.
@@ -76,6 +78,10 @@ pub enum AdminError {
     /// The database refused or failed.
     #[error(transparent)]
     Billing(#[from] BillingError),
+    /// What was asked cannot be done by this process (the demo takes no
+    /// reload), or it failed (a configuration that does not load).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl AdminError {
@@ -84,7 +90,7 @@ impl AdminError {
             AdminError::BadInput(_) | AdminError::Plugin(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AdminError::NoSession(_) => StatusCode::NOT_FOUND,
             AdminError::Billing(BillingError::Refused(_)) => StatusCode::UNPROCESSABLE_ENTITY,
-            AdminError::Billing(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AdminError::Billing(_) | AdminError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -410,6 +416,44 @@ async fn api_end_session(
 async fn api_providers(State(state): State<Arc<WebState>>, headers: HeaderMap) -> Response {
     authorised!(state, headers);
     Json(providers(&state)).into_response()
+}
+
+/// Re-reads the configuration file, as SIGHUP does: what was applied and
+/// what needs a restart, or why the file was refused (nothing changes then).
+async fn api_reload(State(state): State<Arc<WebState>>, headers: HeaderMap) -> Response {
+    authorised!(state, headers);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if !state.control(crate::service::Control::Reload(tx)) {
+        return AdminError::Unavailable("this process does not take reloads".into())
+            .into_response();
+    }
+    match rx.await {
+        Ok(Ok(report)) => Json(report).into_response(),
+        Ok(Err(why)) => {
+            AdminError::Unavailable(format!("configuration not reloaded: {why}")).into_response()
+        }
+        Err(_) => AdminError::Unavailable("the process is stopping".into()).into_response(),
+    }
+}
+
+/// Starts a drain, as SIGUSR1 does: no new CALLBACKs, live calls go on for
+/// up to `[sessions] drain_secs`, then the process exits.
+async fn api_drain(State(state): State<Arc<WebState>>, headers: HeaderMap) -> Response {
+    authorised!(state, headers);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if !state.control(crate::service::Control::Drain(tx)) {
+        return AdminError::Unavailable("this process does not drain".into()).into_response();
+    }
+    let started = rx.await.unwrap_or(false);
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({
+            "draining": true,
+            "started_now": started,
+            "live_sessions": state.manager.live(),
+        })),
+    )
+        .into_response()
 }
 
 /// A top-up's fields.

@@ -106,6 +106,9 @@ pub struct WebState {
     admin_digest: [u8; 32],
     max_upload_bytes: usize,
     started: Instant,
+    /// Where reload and drain requests go (the process that runs the
+    /// host); none: the admin API answers them as unavailable.
+    control: Option<tokio::sync::mpsc::UnboundedSender<crate::service::Control>>,
 }
 
 impl WebState {
@@ -136,7 +139,25 @@ impl WebState {
             admin_digest: Sha256::digest(config.admin_token.as_bytes()).into(),
             max_upload_bytes: config.max_upload_bytes,
             started: Instant::now(),
+            control: None,
         }
+    }
+
+    /// Lets `POST /admin/api/reload` and `/admin/api/drain` reach the
+    /// process through `control`.
+    pub fn with_control(
+        mut self,
+        control: tokio::sync::mpsc::UnboundedSender<crate::service::Control>,
+    ) -> WebState {
+        self.control = Some(control);
+        self
+    }
+
+    /// Sends a reload or drain request to the process, if one listens.
+    pub(crate) fn control(&self, request: crate::service::Control) -> bool {
+        self.control
+            .as_ref()
+            .is_some_and(|c| c.send(request).is_ok())
     }
 
     /// Whether `token` is the admin token. Digests are compared, so the
