@@ -205,3 +205,62 @@ async fn hold_is_honoured_and_resume_restores_the_mix() {
     );
     assert!(pakline.errors().is_empty(), "{}", pakline.errors());
 }
+
+/// RFC 4028: a trunk that asks for session timers with itself as the
+/// refresher (`Session-Expires: 90;refresher=uas`) and then never
+/// refreshes: we send BYE at the interval minus a third (60 s), the
+/// session ends with `SessionExpired`, both legs billed to that moment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trunk_that_stops_refreshing_its_session_timer_gets_a_bye() {
+    let you = TonePeer::start(Law::Ulaw, 440.0);
+    let them = TonePeer::start(Law::Ulaw, 560.0);
+    let proxicom = SippUas::start("answer.xml", &[you.port]);
+    let pakline = SippUas::start("answer_timer_no_refresh.xml", &[them.port]);
+    let mut host = Host::start(
+        &[
+            Provider::new("PROXICOM", &proxicom, PROXICOM_RATES),
+            Provider::new("PAKLINE", &pakline, PAKLINE_RATES),
+        ],
+        &[],
+        "",
+    )
+    .await;
+    let mut chat = host.chat();
+    let alice = "alice@example.com";
+    host.credit(alice, "5").await;
+    chat.say(alice, "CALLBACK +442071234567 +4915112345678");
+    chat.expect(
+        alice,
+        &[
+            "Calling source: phone:442071234567, cost = 0.014 via PROXICOM",
+            "Calling destination: phone:4915112345678, cost = 0.01204 via PAKLINE",
+            "Remote answered. Now talking. Cost = 0.02604",
+        ],
+    )
+    .await;
+    let answered = Instant::now();
+    let ended = chat.next_within(alice, Duration::from_secs(75)).await;
+    let after = answered.elapsed();
+    assert!(ended.ends_with("Reason = SessionExpired"), "{ended}");
+    assert!(
+        after >= Duration::from_secs(59) && after <= Duration::from_secs(62),
+        "BYE after {after:?}, not at 60 s"
+    );
+    let invite = pakline.messages();
+    assert!(invite.contains("Supported: timer"), "we offered timers");
+    assert!(invite.contains("BYE sip:"), "we hung up");
+    let cdrs = host.cdrs(alice).await;
+    let destination = cdrs
+        .iter()
+        .find(|c| c.address == "phone:4915112345678")
+        .expect("destination CDR");
+    assert_eq!(destination.end_reason.as_deref(), Some("SessionExpired"));
+    assert!(
+        destination
+            .billed_secs
+            .is_some_and(|s| (59..=62).contains(&s))
+    );
+    // SIPp got its BYE within the scenario's wait: no error.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(pakline.errors().is_empty(), "{}", pakline.errors());
+}

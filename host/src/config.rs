@@ -260,6 +260,12 @@ impl Config {
                 "sip.timers: t1_ms is at most 60000, t2_ms and t4_ms at most 600000".into(),
             );
         }
+        if sip.session_expires_secs != 0 && !(90..=86_400).contains(&sip.session_expires_secs) {
+            return invalid(format!(
+                "sip.session_expires_secs = {} is neither 0 (off) nor between 90 and 86400",
+                sip.session_expires_secs
+            ));
+        }
         if !(1..=60).contains(&sip.failover_secs) {
             return invalid(format!(
                 "sip.failover_secs = {} is not between 1 and 60",

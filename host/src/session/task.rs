@@ -700,6 +700,11 @@ impl SessionTask {
             }
             CallEvent::Answered { sdp, codec } => self.answered(key, sdp, codec).await,
             CallEvent::Failed { status, reason } => self.attempt_failed(key, status, reason).await,
+            CallEvent::Expired { reason } => {
+                tracing::warn!(leg = key, %reason, "leg's session timer ran out");
+                self.settle(key, "SessionExpired", None).await;
+                vec![Input::Left(key, LeaveReason::SessionExpired)]
+            }
             CallEvent::Ended { by, reason } => {
                 tracing::info!(leg = key, ?by, %reason, "leg ended");
                 let name = match self.machine.role(key) {

@@ -58,14 +58,15 @@ impl Endpoint {
             self.handle_cancel(now, &key, &request, from);
             return;
         }
-        // RFC 3261 §8.2.2.3: this stack supports no extensions, so every
-        // option tag a request requires is one it does not.
+        // RFC 3261 §8.2.2.3: this stack supports one extension, session
+        // timers (RFC 4028); any other option tag a request requires is
+        // one it does not.
         let required: Vec<String> = request
             .header_values("Require")
             .flat_map(|v| {
                 v.split(',')
                     .map(|tag| tag.trim().to_string())
-                    .filter(|tag| !tag.is_empty())
+                    .filter(|tag| !tag.is_empty() && !tag.eq_ignore_ascii_case("timer"))
                     .collect::<Vec<_>>()
             })
             .collect();
@@ -321,6 +322,20 @@ impl Endpoint {
         if let Some(c) = contact {
             extra.push(("Contact".to_string(), c));
         }
+        // A refresh (RFC 4028 §9): it keeps the session, and our 2xx says
+        // the sender refreshes from now on.
+        if let Some((secs, _)) = request
+            .header("Session-Expires")
+            .and_then(|v| super::session_timer::parse_session_expires(&v))
+        {
+            let secs = secs.max(super::session_timer::MIN_SE_SECS);
+            extra.push(("Require".to_string(), "timer".to_string()));
+            extra.push((
+                "Session-Expires".to_string(),
+                format!("{secs};refresher=uac"),
+            ));
+        }
+        self.session_refreshed(now, id, &request);
         let bytes = self.respond(now, key, &request, from, 200, "OK", &extra, &body);
         let t1 = self.config.timers.t1();
         let give_up = now + self.config.timers.t64();

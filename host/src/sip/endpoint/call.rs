@@ -59,6 +59,12 @@ pub(super) struct Call {
     pub(super) ack: Option<(Vec<u8>, Dest)>,
     /// The CSeq of the last in-dialog request from the far end.
     pub(super) remote_cseq: Option<u32>,
+    /// The session interval our INVITE asks for (0: no session timer).
+    pub(super) session_expires: u32,
+    /// The INVITE was retried after a 422 (once only).
+    pub(super) session_retried: bool,
+    /// The dialog's session timer, once a 2xx set one (RFC 4028).
+    pub(super) session: Option<super::session_timer::SessionTimer>,
     pub(super) state: CallState,
 }
 

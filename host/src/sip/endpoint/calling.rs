@@ -125,6 +125,9 @@ impl Endpoint {
             auth_header: None,
             ack: None,
             remote_cseq: None,
+            session_expires: self.config.session_expires_secs,
+            session_retried: false,
+            session: None,
             state: CallState::Locating,
         };
         let located = self.locate(now, &hop, transport, Waiter::Call(id));
@@ -257,7 +260,9 @@ impl Endpoint {
         };
         call.cseq += 1;
         let body = call.offer.to_bytes();
-        let extra: Vec<(String, String)> = call.auth_header.iter().cloned().collect();
+        let mut extra: Vec<(String, String)> = call.auth_header.iter().cloned().collect();
+        let asked = call.session_expires;
+        extra.extend(self.session_timer_headers(asked, None));
         let Some(bytes) =
             self.build_request(id, rsip::Method::Invite, &branch, None, &extra, &body)
         else {
@@ -512,6 +517,20 @@ impl Endpoint {
             self.invite_success(now, id, response);
             return;
         }
+        // 422 Session Interval Too Small: ask again, once, with its Min-SE.
+        if status == 422 && !call.session_retried && call.session_expires > 0 {
+            let wanted = response.header("Min-SE").and_then(|v| {
+                v.split(';')
+                    .next()
+                    .and_then(|n| n.trim().parse::<u32>().ok())
+            });
+            if let Some(min) = wanted.filter(|m| *m > call.session_expires && *m <= 86_400) {
+                call.session_expires = min;
+                call.session_retried = true;
+                self.send_invite(now, id);
+                return;
+            }
+        }
         // Challenges: answer once per nonce with the provider's credentials.
         let answerable = matches!(&call.state, CallState::Inviting(i) if i.cancel.is_none());
         if (status == 401 || status == 407) && answerable {
@@ -617,6 +636,7 @@ impl Endpoint {
         call.route_set = routes;
         call.state = CallState::Confirmed(Confirmed::default());
         self.timers.stop(&Timer::Ring(id));
+        self.arm_session_timer(now, id, &response);
         let cseq = response.cseq;
         // ACK every 2xx, even one we will end at once.
         let branch = self.branch();

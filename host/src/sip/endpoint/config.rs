@@ -245,6 +245,10 @@ pub struct Config {
     /// next (RFC 3263 §4.3). A server that answers 503, cannot be
     /// connected to or lets the transaction time out is left at once.
     pub failover_secs: u64,
+    /// The session interval our INVITEs ask for (RFC 4028 `Session-Expires`;
+    /// a trunk may pick a longer one, or ask us to refresh). 0: no session
+    /// timers.
+    pub session_expires_secs: u32,
 }
 
 impl Default for Config {
@@ -261,6 +265,7 @@ impl Default for Config {
             providers: Vec::new(),
             dns: Vec::new(),
             failover_secs: 4,
+            session_expires_secs: 1800,
         }
     }
 }

@@ -24,6 +24,7 @@ mod config;
 mod health;
 mod locate;
 mod registration;
+mod session_timer;
 mod timer;
 mod transactions;
 mod types;
@@ -213,6 +214,10 @@ impl Endpoint {
                 Timer::Failover(id) => self.failover_due(now, id),
                 Timer::Ping(i) => self.ping(now, i),
                 Timer::Register(i) => self.registration_due(now, i),
+                Timer::SessionRefresh(id) => self.session_refresh_due(now, id),
+                Timer::SessionExpiry(id) => {
+                    self.session_expired(now, id, "no refresh from the far end")
+                }
             }
         }
     }
@@ -294,5 +299,7 @@ impl Endpoint {
 
 #[cfg(test)]
 mod locate_tests;
+#[cfg(test)]
+mod session_timer_tests;
 #[cfg(test)]
 mod tests;

@@ -11,11 +11,11 @@ use crate::sip::{SipError, TargetUri};
 const FAR: &str = "127.0.0.1:5080";
 const T0_PORT: u16 = 5070;
 
-fn far() -> SocketAddr {
+pub(super) fn far() -> SocketAddr {
     FAR.parse().expect("addr")
 }
 
-fn endpoint(providers: Vec<Provider>) -> (Endpoint, Instant) {
+pub(super) fn endpoint(providers: Vec<Provider>) -> (Endpoint, Instant) {
     let now = Instant::now();
     let config = Config {
         providers,
@@ -28,11 +28,11 @@ fn endpoint(providers: Vec<Provider>) -> (Endpoint, Instant) {
     )
 }
 
-fn offer() -> AudioSdp {
+pub(super) fn offer() -> AudioSdp {
     AudioSdp::offer("127.0.0.1".parse().expect("ip"), 30000, 1)
 }
 
-fn call(ep: &mut Endpoint, now: Instant, ring: Option<Duration>) -> CallId {
+pub(super) fn call(ep: &mut Endpoint, now: Instant, ring: Option<Duration>) -> CallId {
     let request = CallRequest {
         target: TargetUri::parse(&format!("sip:bob@{FAR}")).expect("a valid target URI"),
         provider: None,
@@ -44,7 +44,7 @@ fn call(ep: &mut Endpoint, now: Instant, ring: Option<Duration>) -> CallId {
     ep.place_call(now, request).expect("placed")
 }
 
-fn sent(ep: &mut Endpoint) -> Vec<Message> {
+pub(super) fn sent(ep: &mut Endpoint) -> Vec<Message> {
     let mut out = Vec::new();
     while let Some(t) = ep.poll_transmit() {
         out.push(message::parse(&t.payload, usize::MAX).expect("we send valid SIP"));
@@ -52,7 +52,7 @@ fn sent(ep: &mut Endpoint) -> Vec<Message> {
     out
 }
 
-fn events(ep: &mut Endpoint) -> Vec<CallEvent> {
+pub(super) fn events(ep: &mut Endpoint) -> Vec<CallEvent> {
     let mut out = Vec::new();
     while let Some(e) = ep.poll_event() {
         if let Event::Call { event, .. } = e {
@@ -62,7 +62,7 @@ fn events(ep: &mut Endpoint) -> Vec<CallEvent> {
     out
 }
 
-fn method(m: &Message) -> String {
+pub(super) fn method(m: &Message) -> String {
     match &m.start {
         StartLine::Request { method, .. } => method.to_string(),
         StartLine::Response { status, .. } => status.to_string(),
@@ -70,7 +70,7 @@ fn method(m: &Message) -> String {
 }
 
 /// A response from the far end to `request`.
-fn reply(request: &Message, status: u16, extra: &str, body: &str) -> Vec<u8> {
+pub(super) fn reply(request: &Message, status: u16, extra: &str, body: &str) -> Vec<u8> {
     let mut s = format!("SIP/2.0 {status} Whatever\r\n");
     for v in &request.vias {
         s.push_str(&format!("Via: {v}\r\n"));
@@ -93,22 +93,22 @@ fn reply(request: &Message, status: u16, extra: &str, body: &str) -> Vec<u8> {
     s.into_bytes()
 }
 
-fn answer_sdp(codecs: &str) -> String {
+pub(super) fn answer_sdp(codecs: &str) -> String {
     format!(
         "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP {codecs}\r\n"
     )
 }
 
-fn input(ep: &mut Endpoint, now: Instant, bytes: &[u8]) {
+pub(super) fn input(ep: &mut Endpoint, now: Instant, bytes: &[u8]) {
     ep.handle_input(now, Transport::Udp, far(), bytes);
 }
 
-fn at(t0: Instant, ms: u64) -> Instant {
+pub(super) fn at(t0: Instant, ms: u64) -> Instant {
     t0 + Duration::from_millis(ms)
 }
 
 /// Runs timers up to `until`, one deadline at a time, as a driver would.
-fn advance(ep: &mut Endpoint, until: Instant) {
+pub(super) fn advance(ep: &mut Endpoint, until: Instant) {
     while let Some(t) = ep.poll_timeout() {
         if t > until {
             break;
@@ -392,7 +392,13 @@ fn answered(ep: &mut Endpoint, t0: Instant) -> (CallId, Message) {
 }
 
 /// A request from the far end inside the dialog.
-fn far_request(invite: &Message, method: &str, cseq: u32, extra: &str, body: &str) -> Vec<u8> {
+pub(super) fn far_request(
+    invite: &Message,
+    method: &str,
+    cseq: u32,
+    extra: &str,
+    body: &str,
+) -> Vec<u8> {
     let from = invite.header("From").expect("from");
     let to = invite.header("To").expect("to");
     format!(

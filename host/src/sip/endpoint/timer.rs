@@ -29,6 +29,10 @@ pub(super) enum Timer {
     /// No answer at all to the INVITE from this target while another is
     /// left: try the next (RFC 3263 §4.3, `[sip] failover_secs`).
     Failover(CallId),
+    /// Our turn to refresh the session (RFC 4028).
+    SessionRefresh(CallId),
+    /// The session expires without a refresh: BYE (RFC 4028 §10).
+    SessionExpiry(CallId),
     /// The next OPTIONS ping to a provider (its index in the configuration).
     Ping(usize),
     /// A provider's next REGISTER: the first, a refresh, or a retry.

@@ -133,6 +133,8 @@ pub(super) enum Purpose {
     Bye,
     Options(usize),
     Register(usize),
+    /// Our re-INVITE refreshing the session (RFC 4028).
+    Refresh,
 }
 
 /// A client transaction with what it belongs to.
@@ -162,7 +164,7 @@ impl Endpoint {
         call: Option<CallId>,
         purpose: Purpose,
     ) {
-        let invite = purpose == Purpose::Invite;
+        let invite = matches!(purpose, Purpose::Invite | Purpose::Refresh);
         let tx = ClientTx::new(
             now,
             invite,
@@ -246,6 +248,11 @@ impl Endpoint {
             }
             Purpose::Options(i) => self.provider_result(now, i, false),
             Purpose::Register(i) => self.registration_timed_out(now, i),
+            Purpose::Refresh => {
+                if let Some(id) = call {
+                    self.session_expired(now, id, "no answer to our session refresh");
+                }
+            }
             Purpose::Bye => {
                 if let Some(id) = call {
                     let reason = "hangup (no response to BYE)".to_string();
@@ -344,6 +351,11 @@ impl Endpoint {
                 }
             }
             Purpose::Register(i) => self.registration_response(now, i, status, &response),
+            Purpose::Refresh => {
+                if let Some(id) = call {
+                    self.refresh_response(now, id, status, response);
+                }
+            }
             Purpose::Bye if status >= 200 => {
                 if let Some(id) = call {
                     // Any final answer ends the dialog (RFC 3261 §15.1.1), even a challenge.

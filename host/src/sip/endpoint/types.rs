@@ -73,6 +73,12 @@ pub enum CallEvent {
         /// What went wrong, in words.
         reason: String,
     },
+    /// An answered call's session timer ran out (RFC 4028): the far end
+    /// did not refresh, or our refresh failed. We sent BYE.
+    Expired {
+        /// What happened, in words.
+        reason: String,
+    },
     /// A call that was answered (or cancelled by us) is over.
     Ended {
         /// Who ended it.
