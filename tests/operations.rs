@@ -476,6 +476,26 @@ async fn reload_drain_and_json_logs() {
         }
     });
 
+    // /metrics has the latency histograms (prometheus-client's encoding).
+    let (status, metrics) = common::http_text(
+        site.web,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200);
+    for family in [
+        "# TYPE switchboard_call_setup_seconds histogram",
+        "switchboard_call_setup_seconds_count{provider=\"PROXICOM\"} 2",
+        "switchboard_call_setup_seconds_count{provider=\"PAKLINE\"} 2",
+        "switchboard_post_dial_delay_seconds_bucket{le=\"+Inf\",provider=\"PAKLINE\"} 2",
+        "# TYPE switchboard_plugin_call_seconds histogram",
+        "switchboard_plugin_call_seconds_count{slot=\"router\"}",
+        "switchboard_plugin_call_seconds_count{slot=\"parser\"}",
+        "switchboard_plugin_call_seconds_count{slot=\"replies\"}",
+        "switchboard_sessions_started_total 2",
+    ] {
+        assert!(metrics.contains(family), "{family} in {metrics}");
+    }
+
     // Drain: no new calls; the live one goes on until its HANGUP; exit 0.
     run.signal("-USR1");
     wait_stdout(&run, "Draining: no new calls");

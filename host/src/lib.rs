@@ -12,6 +12,7 @@ pub mod chat;
 pub mod config;
 pub mod demo;
 pub mod media;
+pub mod metrics;
 pub mod plugin;
 pub mod service;
 pub mod session;

@@ -11,34 +11,9 @@ use std::time::Instant;
 use super::ChatError;
 use super::limit::{RateLimit, RateLimiter, Verdict};
 use crate::plugin::PluginHost;
-use crate::plugin::types::{Command, Error, Event, WrongState};
+use crate::plugin::types::{Command, Error, Event};
 
-/// The session manager as the chat sees it: the sessions issue implements
-/// it; until then [`Unwired`] answers that calls are not available.
-pub trait Sessions: Send + Sync {
-    /// A command from `sender` that concerns calls (CALLBACK, LIST, ADD,
-    /// DEL, HANGUP, BALANCE). Returns what to tell the sender now; progress
-    /// that comes later is delivered by the session manager through the
-    /// chat front end's event channel.
-    fn command(&self, sender: &str, command: Command) -> Vec<Event>;
-}
-
-/// No session manager: every call command is answered with
-/// "calls are not available", never with a pretend call.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Unwired;
-
-impl Sessions for Unwired {
-    fn command(&self, _sender: &str, command: Command) -> Vec<Event> {
-        vec![match command {
-            Command::Balance => Event::Error(Error::WrongState(WrongState {
-                command: "BALANCE".into(),
-                state: "accounts are not available in this build yet".into(),
-            })),
-            _ => Event::Error(Error::CallsUnavailable),
-        }]
-    }
-}
+pub use crate::session::{Sessions, Unwired};
 
 /// Splits `text` into pieces of at most `max` characters: at line breaks
 /// where possible, else at spaces, else anywhere (on a character boundary).

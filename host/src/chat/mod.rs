@@ -15,17 +15,7 @@ pub mod xmpp;
 pub use bot::{Bot, MAX_MESSAGES_PER_EVENT, Sessions, Unwired};
 pub use limit::RateLimit;
 
-use crate::plugin::types::Event;
-
-/// Something the session manager tells a user later (call progress): the
-/// front end phrases `event` and sends it to `to`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Notice {
-    /// The user's chat address.
-    pub to: String,
-    /// What happened.
-    pub event: Event,
-}
+pub use crate::session::Notice;
 
 /// How other parts of the host reach users outside their conversation
 /// with the bot: the invite page's subscription request and the account

@@ -14,6 +14,7 @@ mod bindings;
 mod compile;
 mod conformance;
 mod limits;
+mod names;
 mod precheck;
 mod sandbox;
 mod shadow;
@@ -24,6 +25,7 @@ mod world;
 
 pub use compile::compile_worker;
 pub use limits::Limits;
+pub use names::{end_reason_name, role_name, scheme_name};
 pub use shadow::{Difference, PrefixFigures, ShadowStats};
 pub use slot::{SlotStats, VersionId};
 pub use watch::Watcher;
@@ -278,6 +280,8 @@ pub struct PluginHost {
     replies: Slot<Replies>,
     /// A candidate router answering beside the active one, if loaded.
     shadow: arc_swap::ArcSwapOption<shadow::Shadow>,
+    /// How long each call took, per slot.
+    calls: crate::metrics::Histograms<crate::metrics::SlotLabel>,
 }
 
 /// Reads a component file, refusing one over `max` bytes before reading it.
@@ -322,7 +326,21 @@ impl PluginHost {
             router,
             replies,
             shadow: arc_swap::ArcSwapOption::empty(),
+            calls: crate::metrics::plugin_calls(),
         })
+    }
+
+    /// How long plugin calls took, per slot (for `/metrics`).
+    pub fn call_seconds(&self) -> crate::metrics::Histograms<crate::metrics::SlotLabel> {
+        self.calls.clone()
+    }
+
+    fn timed(&self, slot: SlotName, started: std::time::Instant) {
+        self.calls
+            .get_or_create(&crate::metrics::SlotLabel {
+                slot: slot.to_string(),
+            })
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// Compiles every candidate from now on (loads, checks, shadows, tries)
@@ -350,11 +368,14 @@ impl PluginHost {
         sender: &str,
     ) -> Result<Answer<Result<Command, ParseError>>, PluginError> {
         let limits = self.limits();
+        let started = std::time::Instant::now();
         let answer = self.parser.call(
             sender,
             |bindings, store| bindings.call_parse(store, message, sender),
             |parsed| validate::parsed(parsed, limits),
-        )?;
+        );
+        self.timed(SlotName::Parser, started);
+        let answer = answer?;
         if let Ok(command) = &answer.value
             && let Some(leg) = validate::phone_leg_not_in(command, message)
         {
@@ -370,11 +391,14 @@ impl PluginHost {
     /// reused only for the same account.
     pub fn route(&self, request: &RouteRequest) -> Result<Answer<Vec<Attempt>>, PluginError> {
         let limits = self.limits();
+        let started = std::time::Instant::now();
         let answer = self.router.call(
             &request.account.id,
             |bindings, store| bindings.call_route(store, request),
             |attempts| validate::attempts(attempts, request, limits),
-        )?;
+        );
+        self.timed(SlotName::Router, started);
+        let answer = answer?;
         if let Some(shadow) = self.shadow.load().as_ref() {
             shadow.offer(request, &answer.value);
         }
@@ -424,11 +448,14 @@ impl PluginHost {
         failed: &Attempt,
         sip_status: u16,
     ) -> Result<Answer<Failover>, PluginError> {
+        let started = std::time::Instant::now();
         let answer = self.router.call(
             &request.account.id,
             |bindings, store| bindings.call_on_failure(store, request, failed, sip_status),
             |_| Ok(()),
-        )?;
+        );
+        self.timed(SlotName::Router, started);
+        let answer = answer?;
         if callee_refused(sip_status) && answer.value == Failover::TryNext {
             // Conformance demands stop here; the host's floor stops anyway.
             self.router.flag(
@@ -443,11 +470,14 @@ impl PluginHost {
     /// the replies slot. An instance is reused only for the same recipient.
     pub fn render(&self, recipient: &str, event: &Event) -> Result<Answer<String>, PluginError> {
         let limits = self.limits();
-        self.replies.call(
+        let started = std::time::Instant::now();
+        let answer = self.replies.call(
             recipient,
             |bindings, store| bindings.call_render(store, event),
             |text| validate::rendered(text, limits),
-        )
+        );
+        self.timed(SlotName::Replies, started);
+        answer
     }
 
     /// Compiles, type-checks and conformance-tests `bytes` as a new version of

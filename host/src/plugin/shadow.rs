@@ -193,7 +193,7 @@ impl ShadowStats {
             at_ms: now_ms(),
             leg: format!(
                 "{}:{}",
-                crate::session::target::scheme_name(&request.leg.scheme),
+                super::names::scheme_name(&request.leg.scheme),
                 request.leg.address
             ),
             active: active.to_vec(),
@@ -208,7 +208,9 @@ fn names(attempts: &[Attempt]) -> Vec<String> {
 }
 
 fn now_ms() -> i64 {
-    crate::billing::unix_ms(SystemTime::now())
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

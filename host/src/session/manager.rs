@@ -1,5 +1,5 @@
 //! Every live session of the host, found by its owner's chat address. The
-//! chat hands it call commands ([`crate::chat::Sessions`]); it starts a
+//! chat hands it call commands ([`super::Sessions`]); it starts a
 //! [`SessionTask`] per CALLBACK and passes later commands to the owner's
 //! session. What sessions tell their owners comes out as [`Notice`]s for
 //! the chat front end to phrase and send.
@@ -15,13 +15,13 @@ use tracing::Instrument;
 use super::SessionConfig;
 use super::task::{Message, SessionTask, send_notice};
 use crate::billing::{Billing, unix_ms};
-use crate::chat::Sessions;
 use crate::media::{ConferenceId, EngineEvent, MediaEngine};
 use crate::plugin::PluginHost;
 use crate::plugin::types::{Balance, Command, EndReason, Error, Event, Leg, Scheme, WrongState};
 use crate::sip::SipService;
 
-pub use crate::chat::Notice;
+pub use super::port::Notice;
+use super::port::Sessions;
 
 /// What sessions run on.
 pub struct Services {
@@ -57,7 +57,6 @@ pub struct Services {
 }
 
 /// What sessions have done since the host started (for `/metrics`).
-#[derive(Debug, Default)]
 pub struct SessionCounters {
     /// Sessions started.
     pub started: AtomicU64,
@@ -69,6 +68,33 @@ pub struct SessionCounters {
     pub attempts: AtomicU64,
     /// Legs answered.
     pub answered: AtomicU64,
+    /// Seconds from dialling to answer, per provider.
+    pub setup: crate::metrics::Histograms<crate::metrics::ProviderLabel>,
+    /// Seconds from dialling to first ringing, per provider.
+    pub post_dial: crate::metrics::Histograms<crate::metrics::ProviderLabel>,
+}
+
+impl Default for SessionCounters {
+    fn default() -> Self {
+        SessionCounters {
+            started: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            ended: Default::default(),
+            attempts: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+            setup: crate::metrics::call_setup(),
+            post_dial: crate::metrics::post_dial_delay(),
+        }
+    }
+}
+
+impl std::fmt::Debug for SessionCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionCounters")
+            .field("started", &self.started)
+            .field("answered", &self.answered)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Every end reason, in the order of [`SessionCounters::ended`].

@@ -8,18 +8,20 @@
 //! - [`task`]: the tokio task that runs one session's machine against the
 //!   router plugin, SIP, the mixer and billing.
 //! - [`manager`]: every live session of the host; the chat's
-//!   [`crate::chat::Sessions`].
+//!   [`Sessions`] port (`port.rs`, with [`Notice`]).
 
 pub mod duration;
 pub mod machine;
 pub mod manager;
+mod port;
 pub mod target;
 pub mod task;
 
 use std::collections::BTreeMap;
 
 pub use machine::{Action, Input, LegKey, Phase, Session};
-pub use manager::{END_REASONS, Notice, Services, SessionCounters, SessionManager};
+pub use manager::{END_REASONS, Services, SessionCounters, SessionManager};
+pub use port::{Notice, Sessions, Unwired};
 
 /// A live session as operators see it (the admin page and API).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -146,28 +146,7 @@ fn public(host: &UriHost) -> bool {
     }
 }
 
-/// The name of a leg's scheme as written before the colon.
-pub fn scheme_name(scheme: &Scheme) -> &str {
-    match scheme {
-        Scheme::Phone => "phone",
-        Scheme::Sip => "sip",
-        Scheme::Gtalk => "gtalk",
-        Scheme::Msn => "msn",
-        Scheme::Yahoo => "yahoo",
-        Scheme::Xmpp => "xmpp",
-        Scheme::Other(name) => name,
-    }
-}
-
-/// A leg role's name, as views, logs and CDRs write it.
-pub fn role_name(role: crate::plugin::types::LegRole) -> &'static str {
-    use crate::plugin::types::LegRole;
-    match role {
-        LegRole::Source => "source",
-        LegRole::Destination => "destination",
-        LegRole::Additional => "additional",
-    }
-}
+pub use crate::plugin::{role_name, scheme_name};
 
 /// The SIP URI a gateway template gives for `user`; the template must hold
 /// `{user}` and make a SIP URI.

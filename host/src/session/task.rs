@@ -678,6 +678,15 @@ impl SessionTask {
                     && l.ringing_ms.is_none()
                 {
                     l.ringing_ms = Some(millis(l.dialled.elapsed()));
+                    if let Some(provider) = &l.provider {
+                        self.services
+                            .counters
+                            .post_dial
+                            .get_or_create(&crate::metrics::ProviderLabel {
+                                provider: provider.clone(),
+                            })
+                            .observe(l.dialled.elapsed().as_secs_f64());
+                    }
                 }
                 Vec::new()
             }
@@ -754,6 +763,15 @@ impl SessionTask {
             l.ringing_ms = Some(millis(l.dialled.elapsed()));
         }
         tracing::info!(ring_ms = l.ringing_ms, "answered");
+        if let Some(provider) = &l.provider {
+            self.services
+                .counters
+                .setup
+                .get_or_create(&crate::metrics::ProviderLabel {
+                    provider: provider.clone(),
+                })
+                .observe(now.saturating_duration_since(l.dialled).as_secs_f64());
+        }
         if l.role == LegRole::Source {
             self.limit.start(now);
         }
@@ -996,22 +1014,7 @@ pub fn failure_of(status: u16, reason: &str) -> LegFailure {
     }
 }
 
-/// The seed's name of an end reason, as CDRs record it.
-pub fn end_reason_name(reason: EndReason) -> &'static str {
-    match reason {
-        EndReason::EndedByHangup => "EndedByHangup",
-        EndReason::EndedBySource => "EndedBySource",
-        EndReason::EndedByDestination => "EndedByDestination",
-        EndReason::CreditExhausted => "CreditExhausted",
-        EndReason::SourceFailed => "SourceFailed",
-        EndReason::DestinationFailed => "DestinationFailed",
-        EndReason::Shutdown => "Shutdown",
-        EndReason::EndedByOperator => "EndedByOperator",
-        EndReason::MediaTimeout => "MediaTimeout",
-        EndReason::MaxDuration => "MaxDuration",
-        EndReason::SessionExpired => "SessionExpired",
-    }
-}
+pub use crate::plugin::end_reason_name;
 
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {

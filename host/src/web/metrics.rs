@@ -494,9 +494,20 @@ async fn metrics(State(state): State<Arc<WebState>>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render(&state),
+        render(&state) + &histograms(&state),
     )
         .into_response()
+}
+
+/// The latency histograms (prometheus-client's encoding).
+fn histograms(state: &WebState) -> String {
+    let services = state.manager.services();
+    crate::metrics::HistogramSet {
+        setup: services.counters.setup.clone(),
+        post_dial: services.counters.post_dial.clone(),
+        plugins: services.plugins.call_seconds(),
+    }
+    .encode()
 }
 
 /// `/health`: 200 when the database answers within two seconds, 503 when
