@@ -145,10 +145,23 @@ async fn vanished_far_ends_are_ended_at_their_last_packet() {
 /// party, and hears the mix again once it resumes. Billing goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hold_is_honoured_and_resume_restores_the_mix() {
+    hold_and_resume("answer_hold_resume.xml", "a=recvonly").await;
+}
+
+/// The same with the old way of holding (RFC 2543: `c=0.0.0.0`): it is a
+/// hold, not an address to send RTP to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_style_hold_is_a_hold_not_an_address() {
+    hold_and_resume("answer_old_hold_resume.xml", "a=sendrecv").await;
+}
+
+/// A far end (SIPp running `scenario`) holds 2 s after its ACK for 4 s,
+/// then resumes; our answer to the hold carries `answered`.
+async fn hold_and_resume(scenario: &str, answered_with: &str) {
     let you = TonePeer::start(Law::Ulaw, 440.0);
     let them = TonePeer::start(Law::Ulaw, 560.0);
     let proxicom = SippUas::start("answer.xml", &[you.port]);
-    let pakline = SippUas::start("answer_hold_resume.xml", &[them.port]);
+    let pakline = SippUas::start(scenario, &[them.port]);
     let mut host = Host::start(
         &[
             Provider::new("PROXICOM", &proxicom, PROXICOM_RATES),
@@ -186,8 +199,8 @@ async fn hold_is_honoured_and_resume_restores_the_mix() {
         share(heard, 560.0)
     );
     assert!(
-        pakline.messages().contains("a=recvonly"),
-        "we answered the hold with recvonly"
+        pakline.messages().contains(answered_with),
+        "we answered the hold with {answered_with}"
     );
     // Resumed at 6 s: the mix comes back.
     tokio::time::sleep_until(at(8.0).into()).await;
