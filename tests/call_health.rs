@@ -277,3 +277,68 @@ async fn a_trunk_that_stops_refreshing_its_session_timer_gets_a_bye() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(pakline.errors().is_empty(), "{}", pakline.errors());
 }
+
+/// An additional party that hangs up by itself: the user is told who left,
+/// over XMPP (Prosody and a slixmpp user), and the call goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_additional_party_leaving_is_told_over_xmpp() {
+    use xmpp_peers::{DOMAIN, Prosody, User, befriend};
+    let you = TonePeer::start(Law::Ulaw, 440.0);
+    let them = TonePeer::start(Law::Ulaw, 560.0);
+    let leaver_audio = TonePeer::start(Law::Ulaw, 700.0);
+    let proxicom = SippUas::start("answer.xml", &[you.port]);
+    let pakline = SippUas::start("answer.xml", &[them.port]);
+    let leaver = SippUas::start("answer_then_bye.xml", &[leaver_audio.port]);
+    let mut host = Host::start(
+        &[
+            Provider::new("PROXICOM", &proxicom, PROXICOM_RATES),
+            Provider::new("PAKLINE", &pakline, PAKLINE_RATES),
+            Provider::new("LEAVER", &leaver, &[("33", "0.01")]),
+        ],
+        &[],
+        "",
+    )
+    .await;
+    let ruslan_jid = format!("ruslan@{DOMAIN}");
+    host.credit(&ruslan_jid, "5").await;
+    let server = Prosody::start(&[("switchboard", "bot-secret"), ("ruslan", "r")]);
+    let xmpp = host.xmpp(&server);
+    wait_online(&xmpp).await;
+    let bot = format!("switchboard@{DOMAIN}");
+    let mut ruslan = block(|| User::login(&server, "ruslan", "r"));
+    block(|| {
+        befriend(&mut ruslan, &bot);
+        ruslan.say(&bot, "CALLBACK +442071234567 +4915112345678");
+        for expected in [
+            "Calling source: phone:442071234567, cost = 0.014 via PROXICOM",
+            "Calling destination: phone:4915112345678, cost = 0.01204 via PAKLINE",
+            "Remote answered. Now talking. Cost = 0.02604",
+        ] {
+            assert_eq!(ruslan.next_message(&bot, SECS), expected);
+        }
+        ruslan.say(&bot, "ADD +33123456789");
+        for expected in [
+            "Calling additional: phone:33123456789, cost = 0.01 via LEAVER",
+            "Party answered. Now talking. Cost = 0.01",
+            // It hangs up by itself 3 s later (its own BYE).
+            "Additional party left: phone:33123456789 (hung up)",
+        ] {
+            assert_eq!(ruslan.next_message(&bot, SECS), expected);
+        }
+        ruslan.say(&bot, "LIST");
+        assert_eq!(
+            ruslan.next_message(&bot, SECS),
+            "List of connected legs:\nSource: phone:442071234567 Via: PROXICOM\nDestination: phone:4915112345678 Via: PAKLINE"
+        );
+        ruslan.say(&bot, "HANGUP");
+        let ended = ruslan.next_message(&bot, SECS);
+        assert!(ended.ends_with("Reason = EndedByHangup"), "{ended}");
+    });
+    let cdrs = host.cdrs(&ruslan_jid).await;
+    assert!(
+        cdrs.iter()
+            .any(|c| c.address == "phone:33123456789"
+                && c.end_reason.as_deref() == Some("EndedByParty")),
+        "{cdrs:?}"
+    );
+}
