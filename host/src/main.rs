@@ -566,6 +566,7 @@ fn run_service(path: &std::path::Path, plugins: Option<PathBuf>) -> anyhow::Resu
         let manager = service.manager.clone();
         let mut running = config;
         let mut stopping: Option<tokio::task::JoinHandle<()>> = None;
+        let mut terminating = false;
         let mut draining = manager.draining();
         let mut terminate = signal(SignalKind::terminate())?;
         let mut hangup = signal(SignalKind::hangup())?;
@@ -577,9 +578,18 @@ fn run_service(path: &std::path::Path, plugins: Option<PathBuf>) -> anyhow::Resu
                         _ = tokio::signal::ctrl_c() => {}
                         _ = terminate.recv() => {}
                     }
-                }, if stopping.is_none() => {
+                }, if !terminating => {
+                    terminating = true;
                     println!("Stopping: ending calls and settling them.");
                     let m = manager.clone();
+                    if stopping.is_some() {
+                        // Draining: the calls still up end now; the drain
+                        // then sees none left and finishes.
+                        tokio::spawn(async move {
+                            m.shutdown(std::time::Duration::from_secs(10)).await;
+                        });
+                        continue;
+                    }
                     let sip = service.sip.clone();
                     stopping = Some(tokio::spawn(async move {
                         m.shutdown(std::time::Duration::from_secs(10)).await;
