@@ -154,20 +154,7 @@ fn as_refresher_we_reinvite_at_half_the_interval() {
 #[test]
 fn a_far_end_without_timers_has_no_expiry() {
     let (mut ep, t0) = endpoint(vec![]);
-    let _ = call(&mut ep, t0, None);
-    let invite = sent(&mut ep).remove(0);
-    input(
-        &mut ep,
-        at(t0, 10),
-        &reply(
-            &invite,
-            200,
-            "Contact: <sip:bob@127.0.0.1:5080>\r\n",
-            &answer_sdp("0"),
-        ),
-    );
-    let _ = sent(&mut ep);
-    let _ = events(&mut ep);
+    let _ = answered(&mut ep, t0);
     advance(&mut ep, at(t0, 4 * 3600 * 1000));
     assert!(sent(&mut ep).is_empty());
     assert!(events(&mut ep).is_empty());

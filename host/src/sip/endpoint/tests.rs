@@ -373,7 +373,7 @@ fn proxy_challenge_is_answered_once_with_the_providers_credentials() {
     ));
 }
 
-fn answered(ep: &mut Endpoint, t0: Instant) -> (CallId, Message) {
+pub(super) fn answered(ep: &mut Endpoint, t0: Instant) -> (CallId, Message) {
     let id = call(ep, t0, None);
     let invite = sent(ep).remove(0);
     input(
